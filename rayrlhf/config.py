@@ -1,0 +1,265 @@
+"""The one typed config tree: loaded from YAML, overridden with dotted ``--set`` pairs, frozen.
+
+Every field has a one-line description and a range; a bad value fails at start with the field's
+dotted path and what is allowed (:class:`ConfigError`). Nothing else in the package reads YAML or
+command-line strings: roles receive this frozen tree (or the section they need).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names each bad field's dotted path."""
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, not a silently ignored knob.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunConfig(_Section):
+    """What the run is called, where it writes, and how long it lasts."""
+
+    name: str = Field("ppo", min_length=1, description="Run name; the run directory's name.")
+    output_dir: str = Field("runs", description="Folder that holds run directories.")
+    seed: int = Field(0, ge=0, description="Seed for prompts order, sampling and init.")
+    num_steps: int = Field(10, ge=1, description="PPO steps (generate → score → train → sync).")
+    log_samples: int = Field(3, ge=0, description="Sample generations logged per step.")
+    progress_bar: bool = Field(True, description="Show a progress bar over steps.")
+
+
+class ModelConfig(_Section):
+    """Which Hugging Face checkpoints play which part."""
+
+    policy: str = Field(
+        ..., min_length=1, description="HF folder of the initial policy (causal LM)."
+    )
+    value: str | None = Field(
+        None, description="HF folder for the value backbone; default: policy."
+    )
+    tokenizer: str | None = Field(None, description="HF tokenizer folder; default: policy.")
+
+
+class DataConfig(_Section):
+    """The prompts PPO generates from."""
+
+    prompts: str = Field(..., min_length=1, description="JSONL file of prompt rows.")
+    prompt_key: str = Field("prompt", min_length=1, description="Field of a row holding the text.")
+    max_bad_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fail when more than this fraction of rows is malformed."
+    )
+
+
+class RolloutConfig(_Section):
+    """Rollout workers: generation with the current policy."""
+
+    num_workers: int = Field(1, ge=1, description="Rollout actors; independent of learner ranks.")
+    prompts_per_step: int = Field(16, ge=1, description="Prompts generated per PPO step.")
+    chunk_size: int = Field(8, ge=1, description="Prompts per generate call (the unit of work).")
+    max_prompt_tokens: int = Field(64, ge=1, description="Longer prompts keep their last tokens.")
+    max_new_tokens: int = Field(24, ge=1, description="Response length limit in tokens.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per rollout actor.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per rollout actor (fractions allowed).")
+
+
+class RewardConfig(_Section):
+    """Reward workers: a sequence-classification model or a Python function."""
+
+    num_workers: int = Field(1, ge=1, description="Reward actors.")
+    model: str | None = Field(None, description="HF sequence-classification folder.")
+    function: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'module:function' taking (prompts, responses) → list of floats.",
+    )
+    batch_size: int = Field(32, ge=1, description="Pairs scored per model forward.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reward actor.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reward actor (fractions allowed).")
+
+    @model_validator(mode="after")
+    def _exactly_one_scorer(self) -> RewardConfig:
+        if (self.model is None) == (self.function is None):
+            raise ValueError("set exactly one of reward.model or reward.function")
+        return self
+
+
+class ReferenceConfig(_Section):
+    """Reference workers: the frozen initial policy's log-probs for the KL penalty."""
+
+    num_workers: int = Field(1, ge=1, description="Reference actors.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reference actor.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reference actor.")
+
+
+class LearnerConfig(_Section):
+    """The DeepSpeed learner ranks holding policy and value model."""
+
+    num_ranks: int = Field(1, ge=1, description="Learner actors in one torch.distributed group.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu uses gloo, cuda uses nccl.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="ZeRO optimizer states in CPU memory.")
+    offload_params: bool = Field(False, description="ZeRO-3 parameters in CPU memory.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Training precision.")
+    policy_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Policy AdamW learning rate.")
+    value_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Value AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each step's experience.")
+    minibatch_size: int = Field(8, ge=1, description="Samples per optimizer step, all ranks.")
+    micro_batch_size: int = Field(8, ge=1, description="Samples per forward on one rank.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per learner rank.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per learner rank.")
+    master_port: int = Field(0, ge=0, le=65535, description="torch.distributed port; 0 = free.")
+
+    @model_validator(mode="after")
+    def _device_fits(self) -> LearnerConfig:
+        if self.device == "cpu" and self.precision == "fp16":
+            raise ValueError("precision fp16 needs device cuda (use fp32 or bf16 on cpu)")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3")
+        if self.device == "cuda" and self.num_gpus <= 0:
+            raise ValueError("device cuda needs num_gpus > 0 per learner rank")
+        return self
+
+
+class PPOConfig(_Section):
+    """PPO and KL-penalty hyper-parameters (names as in the papers)."""
+
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount per token.")
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0, description="GAE λ.")
+    clip_range: float = Field(0.2, gt=0.0, lt=1.0, description="Policy ratio clip ε.")
+    value_clip_range: float = Field(0.2, gt=0.0, description="Value prediction clip.")
+    value_coef: float = Field(0.5, ge=0.0, description="Weight of the value loss.")
+    entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus weight.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages over the batch.")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator.")
+    kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="KL coefficient rule.")
+    kl_coef: float = Field(0.05, ge=0.0, description="Initial KL penalty coefficient β.")
+    kl_target: float = Field(6.0, gt=0.0, description="Adaptive controller's target KL (nats).")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive controller's horizon (samples).")
+    reward_clip: float = Field(10.0, gt=0.0, description="Scores are clipped to ±this.")
+
+
+class Config(_Section):
+    """The whole run. Sections mirror the roles that read them."""
+
+    run: RunConfig = RunConfig()
+    model: ModelConfig
+    data: DataConfig
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig
+    reference: ReferenceConfig = ReferenceConfig()
+    learner: LearnerConfig = LearnerConfig()
+    ppo: PPOConfig = PPOConfig()
+
+    @model_validator(mode="after")
+    def _batch_shapes(self) -> Config:
+        r, lrn = self.rollout, self.learner
+        if r.prompts_per_step % r.chunk_size:
+            raise ValueError(
+                f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of "
+                f"rollout.chunk_size ({r.chunk_size})"
+            )
+        chunks = r.prompts_per_step // r.chunk_size
+        if chunks % lrn.num_ranks:
+            raise ValueError(
+                f"rollout.prompts_per_step / rollout.chunk_size = {chunks} chunks must split "
+                f"evenly over learner.num_ranks ({lrn.num_ranks})"
+            )
+        if lrn.minibatch_size % (lrn.num_ranks * lrn.micro_batch_size):
+            raise ValueError(
+                f"learner.minibatch_size ({lrn.minibatch_size}) must be a multiple of "
+                f"learner.num_ranks × learner.micro_batch_size "
+                f"({lrn.num_ranks} × {lrn.micro_batch_size})"
+            )
+        if r.prompts_per_step % lrn.minibatch_size:
+            raise ValueError(
+                f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of "
+                f"learner.minibatch_size ({lrn.minibatch_size})"
+            )
+        return self
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The tokenizer folder: ``model.tokenizer`` or the policy's."""
+        return self.model.tokenizer or self.model.policy
+
+    @property
+    def value_path(self) -> str:
+        """The value backbone's folder: ``model.value`` or the policy's."""
+        return self.model.value or self.model.policy
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``"a.b.c=value"`` into its key path and a YAML-parsed value."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    key, raw = item.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {item!r} has an empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``tree`` with each ``key.path=value`` set (sections made as needed)."""
+    out: dict[str, Any] = _deep_copy(tree)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    """Validate a plain tree into a frozen :class:`Config`, or raise :class:`ConfigError`."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            got = (
+                f" (got {e['input']!r})"
+                if "input" in e and not isinstance(e["input"], dict)
+                else ""
+            )
+            lines.append(f"  {where}: {e['msg']}{got}")
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+
+
+def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML file (or nothing), apply dotted overrides, validate and freeze."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must hold a mapping at top level")
+        tree = loaded
+    return from_dict(apply_overrides(tree, overrides or []))
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain data, for the run directory's ``config.yaml``."""
+    return config.model_dump(mode="json")

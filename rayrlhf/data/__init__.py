@@ -1,0 +1,1 @@
+"""Dataset formats, validation and prompt sources."""

@@ -1,0 +1,108 @@
+"""The only module that imports DeepSpeed: process group, engines, and full-weight gathering.
+
+CPU runs use DeepSpeed's CPU accelerator with gloo; CUDA runs use nccl. Everything else is the same
+code, so the CPU tests exercise the distributed path a GPU cluster runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from rayrlhf.config import LearnerConfig
+
+
+def _deepspeed(device: str) -> Any:
+    # The accelerator is chosen when deepspeed is first imported, so set it from config first.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if device == "cpu" else "cuda")
+    import deepspeed
+
+    return deepspeed
+
+
+def init_distributed(
+    device: str, master_addr: str, master_port: int, rank: int, world_size: int
+) -> None:
+    """Join the learners' torch.distributed group (gloo on cpu, nccl on cuda)."""
+    os.environ.update(
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        # Ray gives each learner actor its own GPU through CUDA_VISIBLE_DEVICES: always device 0.
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+    )
+    if device == "cuda":
+        torch.cuda.set_device(0)
+    _deepspeed(device).init_distributed(
+        dist_backend="gloo" if device == "cpu" else "nccl",
+        auto_mpi_discovery=False,
+        rank=rank,
+        world_size=world_size,
+        init_method=f"tcp://{master_addr}:{master_port}",
+    )
+
+
+def deepspeed_config(cfg: LearnerConfig, lr: float) -> dict[str, Any]:
+    """DeepSpeed's JSON config for one engine from the learner section."""
+    per_rank = cfg.minibatch_size // cfg.num_ranks
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.device == "cuda"}
+    if cfg.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": cfg.device == "cuda"}
+    ds: dict[str, Any] = {
+        "train_batch_size": cfg.minibatch_size,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": per_rank // cfg.micro_batch_size,
+        "gradient_clipping": cfg.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "fp16": {"enabled": cfg.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.offload_optimizer:
+        # Offloaded states need DeepSpeed's own CPU Adam, so the optimizer is named here.
+        ds["optimizer"] = {
+            "type": "AdamW",
+            "params": {"lr": lr, "weight_decay": cfg.weight_decay, "betas": [0.9, 0.999]},
+        }
+    return ds
+
+
+def build_engine(model: nn.Module, lr: float, cfg: LearnerConfig) -> Any:
+    """Wrap ``model`` in a DeepSpeed engine with AdamW at ``lr``."""
+    ds = _deepspeed(cfg.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    conf = deepspeed_config(cfg, lr)
+    optimizer = None
+    if not cfg.offload_optimizer:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    engine, *_ = ds.initialize(
+        model=model, model_parameters=params, optimizer=optimizer, config=conf
+    )
+    return engine
+
+
+def gather_state_dict(engine: Any, zero_stage: int, keep: bool) -> dict[str, torch.Tensor]:
+    """Full parameters of ``engine.module`` on CPU; a collective under ZeRO-3, so every rank calls.
+
+    Parameters are gathered one at a time so that no rank ever holds two full copies of the model.
+    Only ranks with ``keep`` build the dict; the others return an empty one.
+    """
+    ds = _deepspeed("cpu" if not torch.cuda.is_available() else "cuda")
+    out: dict[str, torch.Tensor] = {}
+    for name, param in engine.module.named_parameters():
+        if zero_stage == 3:
+            with ds.zero.GatheredParameters([param], modifier_rank=None):
+                if keep:
+                    out[name] = param.data.detach().cpu().clone()
+        elif keep:
+            out[name] = param.data.detach().cpu().clone()
+    return out

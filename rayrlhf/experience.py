@@ -1,0 +1,168 @@
+"""Typed data that moves between roles: prompt chunks, rollouts, scores, reference log-probs.
+
+Layout of one rollout row (P = padded prompt length, R = padded response length)::
+
+    [pad pad p1 p2 p3 | r1 r2 r3 EOS pad pad]
+     prompt_mask 0 0 1 1 1   response_mask 1 1 1 1 0 0
+
+Prompts are left-padded so that generation continues at the same column for every row; responses
+are right-padded. ``response_mask`` marks the generated tokens up to and including the EOS that
+ended the response: the EOS is an action the policy took, so it is trained on even when the
+tokenizer's pad token is the same id as EOS (the mask, never the token id, decides).
+
+Every row carries a stable ``sample_id`` and the ``policy_version`` that generated it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PromptChunk:
+    """A unit of rollout work: a few prompts with their stable sample ids."""
+
+    sample_ids: list[str]
+    prompts: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.sample_ids) != len(self.prompts):
+            raise ValueError("PromptChunk needs one sample_id per prompt")
+
+
+@dataclass
+class Rollout:
+    """Generated responses for one chunk of prompts, with behaviour log-probs.
+
+    Shapes: B rows, P prompt columns, R response columns.
+    """
+
+    sample_ids: list[str]
+    policy_version: int  # the weights version every row of this chunk was generated with
+    prompt_ids: Tensor  # (B, P) long, left-padded
+    prompt_mask: Tensor  # (B, P) long, 1 on real prompt tokens
+    response_ids: Tensor  # (B, R) long, right-padded
+    response_mask: Tensor  # (B, R) long, 1 on generated tokens incl. the final EOS
+    logprobs: Tensor  # (B, R) float, behaviour log-probs at the sampling temperature; 0 off-mask
+    prompts: list[str]  # the prompt texts as given
+    responses: list[str]  # decoded responses (special tokens skipped)
+    generate_seconds: float = 0.0  # worker time spent in generate, for the phase timings
+
+    @property
+    def input_ids(self) -> Tensor:
+        """(B, P+R) prompt followed by response."""
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        """(B, P+R) 1 on real prompt and response tokens."""
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+@dataclass
+class Scores:
+    """One finite reward per row of a rollout chunk."""
+
+    sample_ids: list[str]
+    rewards: Tensor  # (B,) float32
+    seconds: float = 0.0
+
+
+@dataclass
+class ReferenceLogprobs:
+    """The frozen reference policy's log-probs of a chunk's response tokens."""
+
+    sample_ids: list[str]
+    logprobs: Tensor  # (B, R) float32, 0 off-mask
+    seconds: float = 0.0
+
+
+def pad_to(x: Tensor, length: int, value: float | int, left: bool = False) -> Tensor:
+    """Pad the last dimension of ``x`` (…, T) to ``length`` on the left or right."""
+    extra = length - x.shape[-1]
+    if extra < 0:
+        raise ValueError(f"cannot pad length {x.shape[-1]} down to {length}")
+    return F.pad(x, (extra, 0) if left else (0, extra), value=value)
+
+
+@dataclass
+class RolloutBatch:
+    """Several chunks joined into one padded batch (a learner rank's shard).
+
+    Shapes: B rows, P = max prompt length, R = max response length over the chunks.
+    """
+
+    sample_ids: list[str]
+    policy_versions: Tensor  # (B,) long
+    input_ids: Tensor  # (B, P+R) long
+    attention_mask: Tensor  # (B, P+R) long
+    response_mask: Tensor  # (B, R) long
+    logprobs: Tensor  # (B, R) behaviour log-probs
+    ref_logprobs: Tensor  # (B, R)
+    scores: Tensor  # (B,)
+    prompt_len: int  # P
+    prompts: list[str] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
+    # Worker busy time summed over the chunks: generate, score, reference.
+    phase_seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+def join_chunks(
+    rollouts: list[Rollout], scores: list[Scores], refs: list[ReferenceLogprobs]
+) -> RolloutBatch:
+    """Join matching chunks into one batch, checking that the sample ids line up."""
+    if not rollouts or not (len(rollouts) == len(scores) == len(refs)):
+        raise ValueError("join_chunks needs the same non-zero number of rollouts, scores, refs")
+    for ro, sc, rf in zip(rollouts, scores, refs, strict=True):
+        if not (ro.sample_ids == sc.sample_ids == rf.sample_ids):
+            raise ValueError(f"chunk sample ids disagree, first rollout id {ro.sample_ids[0]!r}")
+    p = max(r.prompt_ids.shape[1] for r in rollouts)
+    n = max(r.response_ids.shape[1] for r in rollouts)
+    pad_id = 0  # any id: padded positions are masked out everywhere
+    prompt_ids = torch.cat([pad_to(r.prompt_ids, p, pad_id, left=True) for r in rollouts])
+    prompt_mask = torch.cat([pad_to(r.prompt_mask, p, 0, left=True) for r in rollouts])
+    response_ids = torch.cat([pad_to(r.response_ids, n, pad_id) for r in rollouts])
+    response_mask = torch.cat([pad_to(r.response_mask, n, 0) for r in rollouts])
+    return RolloutBatch(
+        sample_ids=[s for r in rollouts for s in r.sample_ids],
+        policy_versions=torch.tensor(
+            [r.policy_version for r in rollouts for _ in r.sample_ids], dtype=torch.long
+        ),
+        input_ids=torch.cat([prompt_ids, response_ids], dim=1),
+        attention_mask=torch.cat([prompt_mask, response_mask], dim=1),
+        response_mask=response_mask,
+        logprobs=torch.cat([pad_to(r.logprobs, n, 0.0) for r in rollouts]),
+        ref_logprobs=torch.cat([pad_to(r.logprobs, n, 0.0) for r in refs]),
+        scores=torch.cat([s.rewards for s in scores]).float(),
+        prompt_len=p,
+        prompts=[t for r in rollouts for t in r.prompts],
+        responses=[t for r in rollouts for t in r.responses],
+        phase_seconds=(
+            sum(r.generate_seconds for r in rollouts),
+            sum(s.seconds for s in scores),
+            sum(r.seconds for r in refs),
+        ),
+    )
+
+
+def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | list[int]) -> Tensor:
+    """(B, R) mask of generated tokens up to and including the first EOS of each row.
+
+    Rows without an EOS (cut at max_new_tokens) are all ones. Computed from the EOS position, not
+    from ``!= pad``, so a pad id equal to the EOS id cannot hide the EOS.
+    """
+    eos_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    is_eos = torch.isin(response_ids, eos_ids)
+    # Count EOS seen strictly before each column: the first EOS column still has count 0.
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return (before == 0).long()

@@ -1,0 +1,1 @@
+"""Drivers, each reading like pseudocode of its algorithm."""

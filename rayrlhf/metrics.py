@@ -1,0 +1,70 @@
+"""The run directory: config, metrics as JSONL and TensorBoard, sample generations, console."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+CONSOLE_KEYS = ("reward/mean", "kl/mean", "loss/policy", "loss/value", "throughput/tokens_per_s")
+
+
+class RunLogger:
+    """Writes ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl`` and TensorBoard events.
+
+    Also owns the console: a progress bar over steps and one line of key metrics per step.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, config: dict[str, Any], total_steps: int, progress: bool = True
+    ) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.metrics_file = (self.dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self.samples_file = (self.dir / "samples.jsonl").open("a", encoding="utf-8")
+        from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
+
+        self.tb = SummaryWriter(str(self.dir / "tensorboard"))
+        self.bar = tqdm(total=total_steps, desc="ppo", unit="step", disable=not progress)
+
+    def log(self, step: int, metrics: dict[str, Any], samples: list[dict] | None = None) -> None:
+        """Record one step's scalar metrics and sample generations."""
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
+        self.metrics_file.flush()
+        for key, value in scalars.items():
+            if math.isfinite(value):
+                self.tb.add_scalar(key, value, step)
+        for sample in samples or []:
+            self.samples_file.write(json.dumps({"step": step, **sample}) + "\n")
+        self.samples_file.flush()
+        line = "  ".join(f"{k}={scalars[k]:.4g}" for k in CONSOLE_KEYS if k in scalars)
+        self.bar.write(f"step {step}: {line}")
+        for sample in (samples or [])[:1]:
+            self.bar.write(
+                f"  sample {sample['sample_id']}: {sample['prompt']!r} → "
+                f"{sample['response']!r} (reward {sample['reward']:.3f})"
+            )
+        self.bar.set_postfix(
+            {k.split("/")[0]: f"{scalars[k]:.3g}" for k in CONSOLE_KEYS[:2] if k in scalars}
+        )
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """Flush and close every output."""
+        self.bar.close()
+        self.tb.close()
+        self.metrics_file.close()
+        self.samples_file.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The metrics rows of a run directory, in order."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,122 @@
+"""Hugging Face loading and the forward passes over the rollout layout.
+
+The only module that loads models or tokenizers: policy (causal LM), value model (LM backbone plus
+a scalar head), reward model (sequence classification). The forward helpers compute log-probs and
+values for the response columns of a ``(B, P+R)`` batch whose first P columns are the prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rayrlhf.algos.losses import entropy_from_logits, logprobs_from_logits
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """Tokenizer with a pad token (EOS when it has none) and left padding for generation."""
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError(f"tokenizer at {path} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_policy(path: str, precision: str = "fp32") -> PreTrainedModel:
+    """The causal LM at ``path`` (policy, reference or rollout copy)."""
+    return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[precision])
+
+
+class ValueModel(nn.Module):
+    """A transformer backbone with a scalar head: one value per token position."""
+
+    def __init__(self, backbone: PreTrainedModel) -> None:
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1, dtype=next(backbone.parameters()).dtype)
+        # A small head keeps the first value estimates near zero, like the returns at step 0.
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """(B, T) ids → (B, T) values."""
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        )
+        return self.head(out.last_hidden_state).squeeze(-1).float()
+
+
+def load_value_model(path: str, precision: str = "fp32") -> ValueModel:
+    """Value model whose backbone starts from the (policy) checkpoint at ``path``."""
+    return ValueModel(AutoModel.from_pretrained(path, dtype=DTYPES[precision]))
+
+
+def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence-classification reward model (1 label: score; 2 labels: log-odds) and tokenizer."""
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    if model.config.num_labels not in (1, 2):
+        raise ValueError(
+            f"reward model at {path} has {model.config.num_labels} labels; need 1 or 2"
+        )
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """(B, T) positions counted over real tokens, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_logits(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
+) -> Tensor:
+    """(B, R, V) logits that predict response tokens 1..R (columns P-1 .. P+R-2)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+    )
+    return out.logits[:, prompt_len - 1 : -1]
+
+
+def response_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_len: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs (B, R) of the response tokens at ``temperature``, and optionally entropy (B, R).
+
+    The temperature matches the sampler's, so these are the log-probs of the distribution the
+    rollout actually sampled from (top-p truncation aside).
+    """
+    logits = response_logits(model, input_ids, attention_mask, prompt_len) / temperature
+    labels = input_ids[:, prompt_len:]
+    logprobs = logprobs_from_logits(logits, labels)
+    return logprobs, entropy_from_logits(logits) if with_entropy else None
+
+
+def response_values(
+    model: ValueModel, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
+) -> Tensor:
+    """(B, R) values of the states before each response token (same columns as the logits)."""
+    values = model(input_ids, attention_mask, position_ids(attention_mask))
+    return values[:, prompt_len - 1 : -1]

@@ -1,0 +1,1 @@
+"""One plain class per role; rayrlhf.cluster turns them into Ray actors."""

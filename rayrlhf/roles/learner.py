@@ -1,0 +1,268 @@
+"""Learner: one rank of the DeepSpeed group holding the policy and the value model.
+
+Each step a rank receives its own shard of chunk results (object refs, resolved by this rank, never
+by the driver), computes old log-probs, values, KL-shaped rewards and GAE advantages, and runs PPO
+epochs over minibatches. Batch statistics (advantage whitening, metrics, the KL that drives the
+controller) are all-reduced, so every rank sees the same numbers whatever the rank count.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+
+from rayrlhf.algos.advantages import ADVANTAGE_ESTIMATORS
+from rayrlhf.algos.kl import KL_CONTROLLERS, KL_ESTIMATORS, token_rewards
+from rayrlhf.algos.losses import policy_loss, value_loss
+from rayrlhf.algos.masking import masked_mean, masked_whiten
+from rayrlhf.buffer import fetch
+from rayrlhf.config import Config
+from rayrlhf.engine import build_engine, gather_state_dict, init_distributed
+from rayrlhf.experience import RolloutBatch, join_chunks
+from rayrlhf.models import load_policy, load_value_model, response_logprobs, response_values
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or statistic became NaN/inf: the step is stopped instead of training on it."""
+
+
+class Learner:
+    """One learner rank. Build ``num_ranks`` of them, call :meth:`setup` on all, then step."""
+
+    def __init__(self, config: Config, rank: int = 0) -> None:
+        self.config = config
+        self.rank = rank
+        self.world_size = config.learner.num_ranks
+        self.device = torch.device(config.learner.device)
+        self.policy_version = 0
+        kl = config.ppo
+        self.kl_ctl = (
+            KL_CONTROLLERS["fixed"](kl.kl_coef)
+            if kl.kl_controller == "fixed"
+            else KL_CONTROLLERS["adaptive"](kl.kl_coef, kl.kl_target, kl.kl_horizon)
+        )
+
+    @staticmethod
+    def rendezvous_address(port: int = 0) -> tuple[str, int]:
+        """This node's address and a free port for the process group (called on rank 0)."""
+        with socket.socket() as s:
+            s.bind(("", port))
+            free = s.getsockname()[1]
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+        return host, free
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        """Join the process group and build the DeepSpeed engines; returns this rank."""
+        lc = self.config.learner
+        torch.manual_seed(self.config.run.seed)  # identical value-head init on every rank
+        init_distributed(lc.device, master_addr, master_port, self.rank, self.world_size)
+        policy = load_policy(self.config.model.policy, "fp32")
+        value = load_value_model(self.config.value_path, "fp32")
+        self.policy = build_engine(policy, lc.policy_lr, lc)
+        self.value = build_engine(value, lc.value_lr, lc)
+        return self.rank
+
+    # ---- statistics over all ranks ------------------------------------------------------------
+
+    def _all_sum(self, *xs: torch.Tensor | float) -> list[float]:
+        t = torch.tensor([float(x) for x in xs], dtype=torch.float64)
+        if self.world_size > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def _global_mean_var(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        m = mask.bool()
+        s, sq, n = self._all_sum(x[m].sum(), (x[m].double() ** 2).sum(), m.sum())
+        mean = s / max(n, 1.0)
+        var = (sq / max(n, 1.0) - mean**2) * n / max(n - 1.0, 1.0)  # unbiased, like masked_var
+        return mean, var
+
+    # ---- one PPO step -------------------------------------------------------------------------
+
+    def _forward_in_micro_batches(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, R) old log-probs and values, without gradients."""
+        mb = self.config.learner.micro_batch_size
+        logps, values = [], []
+        temp = self.config.rollout.temperature
+        with torch.no_grad():
+            for i in range(0, len(batch), mb):
+                ids = batch.input_ids[i : i + mb].to(self.device)
+                am = batch.attention_mask[i : i + mb].to(self.device)
+                lp, _ = response_logprobs(self.policy, ids, am, batch.prompt_len, temp)
+                logps.append(lp.float().cpu())
+                values.append(response_values(self.value, ids, am, batch.prompt_len).cpu())
+        mask = batch.response_mask
+        return torch.cat(logps) * mask, torch.cat(values) * mask
+
+    def train_step(self, rollouts: list, scores: list, refs: list) -> dict:
+        """One PPO step on this rank's shard; returns global metrics (identical on every rank).
+
+        ``rollouts``, ``scores`` and ``refs`` are matching lists of chunk results (or object
+        refs to them) for this rank only.
+        """
+        t0 = time.perf_counter()
+        batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs))
+        stale = (batch.policy_versions != self.policy_version).sum().item()
+        if stale:
+            raise RuntimeError(
+                f"rank {self.rank}: {stale} samples generated with an old policy version "
+                f"(expected {self.policy_version}, got {batch.policy_versions.unique().tolist()})"
+            )
+        t_fetch = time.perf_counter()
+        ppo, mask = self.config.ppo, batch.response_mask
+        old_logprobs, old_values = self._forward_in_micro_batches(batch)
+        kl = KL_ESTIMATORS[ppo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
+        scores = batch.scores.clamp(-ppo.reward_clip, ppo.reward_clip)
+        rewards = token_rewards(scores, kl, mask, self.kl_ctl.value)
+        adv, returns = ADVANTAGE_ESTIMATORS["gae"](
+            rewards, old_values, mask, ppo.gamma, ppo.gae_lambda
+        )
+        if ppo.whiten_advantages:
+            mean, var = self._global_mean_var(adv, mask)
+            adv = masked_whiten(adv, mask, mean=torch.tensor(mean), var=torch.tensor(var))
+        t_values = time.perf_counter()
+        losses = self._ppo_epochs(batch, old_logprobs, old_values, adv, returns)
+        t_train = time.perf_counter()
+        self.policy_version += 1
+
+        n_tok = mask.sum()
+        sums = self._all_sum(
+            len(batch),
+            n_tok,
+            batch.scores.sum(),
+            (batch.scores.double() ** 2).sum(),
+            (kl.sum(-1)).sum(),
+            (old_logprobs - batch.logprobs).abs().sum(),
+            (-old_logprobs).sum(),
+            *batch.phase_seconds,
+            *(v for v in losses.values()),
+        )
+        n, n_tok_all, s, sq, kl_sum, mismatch, nll, t_gen, t_score, t_ref = sums[:10]
+        cfg = self.config
+        mean_reward = s / n
+        kl_mean = kl_sum / n
+        self.kl_ctl.update(kl_mean, int(n))
+        metrics = {
+            "reward/mean": mean_reward,
+            "reward/std": max(sq / n - mean_reward**2, 0.0) ** 0.5,
+            "kl/mean": kl_mean,
+            "kl/coef": self.kl_ctl.value,
+            "response/length": n_tok_all / n,
+            "rollout/logprob_mismatch": mismatch / n_tok_all,
+            "rollout/nll": nll / n_tok_all,
+            "samples": n,
+            "tokens/response": n_tok_all,
+            "policy_version": self.policy_version,
+            # Worker busy time per phase, averaged over that role's workers.
+            "time/generate": t_gen / cfg.rollout.num_workers,
+            "time/score": t_score / cfg.reward.num_workers,
+            "time/reference": t_ref / cfg.reference.num_workers,
+            "time/fetch": t_fetch - t0,
+            "time/values": t_values - t_fetch,
+            "time/train": t_train - t_values,
+        }
+        for key, total in zip(losses, sums[10:], strict=True):
+            metrics[key] = total / self.world_size
+        for key, value in metrics.items():
+            if not torch.isfinite(torch.tensor(float(value))):
+                raise NonFiniteError(
+                    f"metric {key} is {value} at policy_version {self.policy_version}"
+                )
+        metrics["samples_text"] = [
+            {"sample_id": sid, "prompt": p, "response": r, "reward": float(sc)}
+            for sid, p, r, sc in zip(
+                batch.sample_ids, batch.prompts, batch.responses, batch.scores, strict=True
+            )
+        ][: self.config.run.log_samples]
+        return metrics
+
+    def _ppo_epochs(self, batch, old_logprobs, old_values, adv, returns) -> dict[str, float]:
+        """Clipped PPO over minibatches; returns this rank's mean of each loss metric.
+
+        The engines are stepped after every micro-batch; DeepSpeed applies the update at each
+        gradient-accumulation boundary, i.e. once per ``learner.minibatch_size`` samples.
+        """
+        lc = self.config.learner
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        gen = torch.Generator().manual_seed(self.config.run.seed * 100003 + self.policy_version)
+        for _ in range(lc.ppo_epochs):
+            order = torch.randperm(len(batch), generator=gen)
+            for start in range(0, len(batch), lc.micro_batch_size):
+                idx = order[start : start + lc.micro_batch_size]
+                stats = self._micro_step(batch, idx, old_logprobs, old_values, adv, returns)
+                for k, v in stats.items():
+                    sums[k] += v
+                count += 1
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    def _micro_step(self, batch, idx, old_logprobs, old_values, adv, returns) -> dict[str, float]:
+        ppo, temp = self.config.ppo, self.config.rollout.temperature
+        ids = batch.input_ids[idx].to(self.device)
+        am = batch.attention_mask[idx].to(self.device)
+        mask = batch.response_mask[idx].to(self.device)
+        logprobs, entropy = response_logprobs(
+            self.policy, ids, am, batch.prompt_len, temp, with_entropy=True
+        )
+        pg = policy_loss(
+            logprobs,
+            old_logprobs[idx].to(self.device),
+            adv[idx].to(self.device),
+            mask,
+            ppo.clip_range,
+        )
+        ent = masked_mean(entropy, mask)
+        loss = pg.loss - ppo.entropy_coef * ent
+        self._check_finite("loss/policy", loss)
+        self.policy.backward(loss)
+        self.policy.step()
+        values = response_values(self.value, ids, am, batch.prompt_len)
+        vl = value_loss(
+            values,
+            old_values[idx].to(self.device),
+            returns[idx].to(self.device),
+            mask,
+            ppo.value_clip_range,
+        )
+        vloss = ppo.value_coef * vl.loss
+        self._check_finite("loss/value", vloss)
+        self.value.backward(vloss)
+        self.value.step()
+        return {
+            "loss/policy": pg.loss.item(),
+            "loss/value": vl.loss.item(),
+            "policy/clip_fraction": pg.clip_fraction.item(),
+            "policy/approx_kl": pg.approx_kl.item(),
+            "policy/entropy": ent.item(),
+            "value/clip_fraction": vl.clip_fraction.item(),
+        }
+
+    def _check_finite(self, name: str, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise NonFiniteError(
+                f"{name} is {loss.item()} on rank {self.rank} at policy_version "
+                f"{self.policy_version}; not stepping the optimizer on it"
+            )
+
+    # ---- weights --------------------------------------------------------------------------------
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full policy weights on rank 0 (None elsewhere); every rank must call it (ZeRO-3)."""
+        sd = gather_state_dict(self.policy, self.config.learner.zero_stage, keep=self.rank == 0)
+        return sd if self.rank == 0 else None
+
+    def policy_checksum(self) -> float:
+        """Sum of the full policy parameters (collective); equal on every rank when consistent."""
+        sd = gather_state_dict(self.policy, self.config.learner.zero_stage, keep=True)
+        return float(sum(t.double().sum() for t in sd.values()))
+
+    def get_policy_version(self) -> int:
+        """The version the next update will be built on (the rollouts it expects)."""
+        return self.policy_version

@@ -1,0 +1,55 @@
+"""Tiny random GPT-2-style models with a word-level tokenizer, for tests and benchmarks.
+
+They plumb every path a real model takes (HF save/load, generate with KV cache, DeepSpeed) in
+seconds on a CPU. The tokenizer's pad token *is* its EOS token, as in many real tokenizers, so the
+tests exercise the EOS-in-the-mask rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+EOS = "<eos>"
+WORDS = (
+    "good bad the a movie film plot actor scene story was is very quite not and but "
+    "funny dull long short music light dark happy sad great poor fine odd new old"
+).split()
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over :data:`WORDS`; EOS (id 0) doubles as pad, unknown words → unk."""
+    vocab = {EOS: 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token="<unk>"
+    )
+
+
+def build_model(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 64) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 with ``layers`` blocks of width ``hidden``."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=128,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def save_tiny(path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+    """Write a tiny model and its tokenizer as a Hugging Face folder at ``path``."""
+    path = Path(path)
+    tok = build_tokenizer()
+    build_model(len(tok), seed, layers, hidden).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
