@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rayrlhf.config import ConfigError, load
+from rayrlhf.config import ConfigError, check_local_paths, load
 from rayrlhf.data.prompts import DataError
 
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load(args.config, args.overrides)
+        check_local_paths(config)
     except ConfigError as err:
         print(f"rayrlhf: {err}", file=sys.stderr)
         return 2

@@ -36,7 +36,8 @@ def ensure_ray(config: Config) -> None:
         + config.reference.num_workers * config.reference.num_cpus
         + config.learner.num_ranks * config.learner.num_cpus
     )
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(needed) + 1), include_dashboard=False)
+    # The dashboard stays on (bound to loopback) so `ray list actors` can inspect the run.
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(needed) + 1), dashboard_host="127.0.0.1")
 
 
 def _actor(cls: type, name: str, num_cpus: float, num_gpus: float) -> Any:
@@ -107,7 +108,14 @@ class LearnerGroup:
                 for a, s in zip(self.actors, shards, strict=True)
             ]
         )
-        return results[0]  # metrics are all-reduced: every rank returns the same numbers
+        # Metrics are all-reduced, so every rank must report the same numbers: a rank that
+        # diverged (another version, other data) is caught here, at the step it happens.
+        keys = ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy")
+        first = [results[0][k] for k in keys]
+        for rank, res in enumerate(results[1:], start=1):
+            if [res[k] for k in keys] != first:
+                raise RuntimeError(f"learner rank {rank} disagrees with rank 0 on {keys}")
+        return results[0]
 
     def policy_weights(self) -> ray.ObjectRef:
         """Ref to the full policy state dict (rank 0's result; other ranks take part in gathers)."""

@@ -7,11 +7,34 @@ command-line strings: roles receive this frozen tree (or the section they need).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+
+def _expand_path(value: str | None) -> str | None:
+    """Expand ``~`` and ``$VARS``; make a path that exists here absolute.
+
+    Actors may start in another working directory (or, under ``ray job submit``, another copy of
+    it), so a relative path that resolves on the driver is pinned before the config is shipped.
+    """
+    if value is None:
+        return None
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    return os.path.abspath(expanded) if os.path.exists(expanded) else expanded
+
+
+PathStr = Annotated[str, AfterValidator(_expand_path)]
 
 
 class ConfigError(ValueError):
@@ -37,19 +60,19 @@ class RunConfig(_Section):
 class ModelConfig(_Section):
     """Which Hugging Face checkpoints play which part."""
 
-    policy: str = Field(
+    policy: PathStr = Field(
         ..., min_length=1, description="HF folder of the initial policy (causal LM)."
     )
-    value: str | None = Field(
+    value: PathStr | None = Field(
         None, description="HF folder for the value backbone; default: policy."
     )
-    tokenizer: str | None = Field(None, description="HF tokenizer folder; default: policy.")
+    tokenizer: PathStr | None = Field(None, description="HF tokenizer folder; default: policy.")
 
 
 class DataConfig(_Section):
     """The prompts PPO generates from."""
 
-    prompts: str = Field(..., min_length=1, description="JSONL file of prompt rows.")
+    prompts: PathStr = Field(..., min_length=1, description="JSONL file of prompt rows.")
     prompt_key: str = Field("prompt", min_length=1, description="Field of a row holding the text.")
     max_bad_fraction: float = Field(
         0.1, ge=0.0, le=1.0, description="Fail when more than this fraction of rows is malformed."
@@ -74,7 +97,7 @@ class RewardConfig(_Section):
     """Reward workers: a sequence-classification model or a Python function."""
 
     num_workers: int = Field(1, ge=1, description="Reward actors.")
-    model: str | None = Field(None, description="HF sequence-classification folder.")
+    model: PathStr | None = Field(None, description="HF sequence-classification folder.")
     function: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
@@ -263,3 +286,25 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
 def to_dict(config: Config) -> dict[str, Any]:
     """The config as plain data, for the run directory's ``config.yaml``."""
     return config.model_dump(mode="json")
+
+
+def check_local_paths(config: Config) -> None:
+    """Fail at start, naming the field, when a model or data path does not exist here.
+
+    Called by the driver before any actor starts, so a typo costs seconds, not a cluster
+    start-up and a traceback from inside an actor.
+    """
+    fields = {
+        "model.policy": config.model.policy,
+        "model.value": config.model.value,
+        "model.tokenizer": config.model.tokenizer,
+        "reward.model": config.reward.model,
+        "data.prompts": config.data.prompts,
+    }
+    bad = [
+        f"  {k}: no such file or folder {v!r}"
+        for k, v in fields.items()
+        if v and not os.path.exists(v)
+    ]
+    if bad:
+        raise ConfigError("invalid config:\n" + "\n".join(bad))

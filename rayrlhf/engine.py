@@ -7,12 +7,16 @@ code, so the CPU tests exercise the distributed path a GPU cluster runs.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from rayrlhf.config import LearnerConfig
+
+# DeepSpeed calls torch.distributed APIs that torch marks deprecated, once per collective.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
 
 
 def _deepspeed(device: str) -> Any:

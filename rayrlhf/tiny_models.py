@@ -11,7 +11,12 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 EOS = "<eos>"
 WORDS = (
@@ -30,10 +35,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_model(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 64) -> GPT2LMHeadModel:
-    """A randomly initialised GPT-2 with ``layers`` blocks of width ``hidden``."""
-    torch.manual_seed(seed)
-    config = GPT2Config(
+def _config(vocab_size: int, layers: int, hidden: int, **extra: object) -> GPT2Config:
+    return GPT2Config(
         vocab_size=vocab_size,
         n_positions=128,
         n_embd=hidden,
@@ -42,8 +45,16 @@ def build_model(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 6
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
+        **extra,
     )
-    return GPT2LMHeadModel(config)
+
+
+def build_model(
+    vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 64
+) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 with ``layers`` blocks of width ``hidden``."""
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(_config(vocab_size, layers, hidden))
 
 
 def save_tiny(path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
@@ -51,5 +62,17 @@ def save_tiny(path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64
     path = Path(path)
     tok = build_tokenizer()
     build_model(len(tok), seed, layers, hidden).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def save_tiny_reward_model(path: str | Path, num_labels: int = 1, seed: int = 0) -> Path:
+    """Write a tiny random GPT-2 sequence classifier (a reward model) and its tokenizer."""
+    path = Path(path)
+    tok = build_tokenizer()
+    torch.manual_seed(seed)
+    GPT2ForSequenceClassification(_config(len(tok), 2, 64, num_labels=num_labels)).save_pretrained(
+        path
+    )
     tok.save_pretrained(path)
     return path

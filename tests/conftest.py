@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny model folder, a prompts file, configs, and one local Ray per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rayrlhf import config as cfg_mod
+from rayrlhf.tiny_models import save_tiny
+
+PROMPTS = ["the movie was very", "a film is", "the plot", "this story was", "the actor is"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 and word-level tokenizer saved as a Hugging Face folder."""
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JSONL prompts file."""
+    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return path
+
+
+@pytest.fixture
+def make_config(tiny_model: Path, prompts_file: Path, tmp_path: Path):
+    """Build a validated config for the tiny model; extra ``key=value`` overrides win."""
+
+    def make(*overrides: str) -> cfg_mod.Config:
+        base = [
+            f"model.policy={tiny_model}",
+            f"data.prompts={prompts_file}",
+            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
+            f"run.output_dir={tmp_path}",
+            "run.progress_bar=false",
+            "rollout.max_new_tokens=8",
+            "learner.policy_lr=1e-3",
+            "learner.value_lr=1e-3",
+        ]
+        return cfg_mod.load(None, [*base, *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session (integration tier)."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,71 @@
+"""Config: YAML + dotted overrides, validation with field paths, frozen after load."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from rayrlhf.config import ConfigError, apply_overrides, load
+
+BASE = ["model.policy=/m", "data.prompts=/p.jsonl", "reward.function=pkg.mod:fn"]
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model: {policy: /m}\ndata: {prompts: /p}\nreward: {function: 'a:b'}\n"
+        "rollout: {num_workers: 1, temperature: 0.7}\n"
+    )
+    cfg = load(path, ["rollout.num_workers=4", "ppo.kl_estimator=k3", "run.name=x"])
+    assert cfg.rollout.num_workers == 4
+    assert cfg.rollout.temperature == 0.7  # untouched YAML value kept
+    assert cfg.ppo.kl_estimator == "k3"
+    assert cfg.run.name == "x"
+
+
+def test_bad_value_names_the_field_path():
+    with pytest.raises(ConfigError) as err:
+        load(None, [*BASE, "rollout.num_workers=0"])
+    assert "rollout.num_workers" in str(err.value)
+    assert "greater than or equal to 1" in str(err.value)
+
+
+def test_unknown_key_and_bad_choice_fail():
+    with pytest.raises(ConfigError, match=r"rollout\.num_wrokers"):
+        load(None, [*BASE, "rollout.num_wrokers=2"])
+    with pytest.raises(ConfigError, match=r"ppo\.kl_estimator"):
+        load(None, [*BASE, "ppo.kl_estimator=k9"])
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="exactly one of reward.model or reward.function"):
+        load(None, [*BASE, "reward.model=/rm"])
+    with pytest.raises(ConfigError, match="split evenly over learner.num_ranks"):
+        load(None, [*BASE, "learner.num_ranks=3"])
+    with pytest.raises(ConfigError, match="fp16 needs device cuda"):
+        load(None, [*BASE, "learner.precision=fp16"])
+    with pytest.raises(ConfigError, match="offload_params needs zero_stage 3"):
+        load(None, [*BASE, "learner.offload_params=true"])
+
+
+def test_missing_required_section():
+    with pytest.raises(ConfigError, match=r"model: Field required"):
+        load(None, ["data.prompts=/p", "reward.function=a:b"])
+
+
+def test_frozen_after_load():
+    cfg = load(None, BASE)
+    with pytest.raises(pydantic.ValidationError):
+        cfg.rollout.num_workers = 3
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["rollout.num_workers"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"run": 3}, ["run.name=x"])
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(tmp_path / "absent.yaml")
