@@ -98,7 +98,12 @@ class LearnerGroup:
             for r in range(lc.num_ranks)
         ]
         addr, port = ray.get(self.actors[0].rendezvous_address.remote(lc.master_port))
-        ray.get([a.setup.remote(addr, port) for a in self.actors])
+        # Setup (process group, model loading, engines) runs while the caller starts other roles.
+        self._setup = [a.setup.remote(addr, port) for a in self.actors]
+
+    def wait_ready(self) -> None:
+        """Block until every rank has joined the group and built its engines."""
+        ray.get(self._setup)
 
     def train(self, shards: list[Shard]) -> dict:
         """One PPO step, each rank on its shard (refs travel; the ranks fetch the data)."""

@@ -40,6 +40,7 @@ class PPOTrainer:
         self.rollout = cluster.rollout_actors(config)
         self.reward = cluster.reward_actors(config)
         self.reference = cluster.reference_actors(config)
+        self.learners.wait_ready()
         self.buffer = ExperienceBuffer()
         self.policy_version = 0
         self.step = 0
