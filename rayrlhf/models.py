@@ -29,13 +29,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """Tokenizer with a pad token (EOS when it has none) and left padding for generation."""
+    """Tokenizer with a pad token (EOS when it has none); pads and truncates on the left."""
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         if tok.eos_token_id is None:
             raise ValueError(f"tokenizer at {path} has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    tok.truncation_side = "left"  # an over-long prompt keeps its end, which the response continues
     return tok
 
 

@@ -105,3 +105,12 @@ def test_reward_model_scores(worker_and_rollout, tmp_path, num_labels):
     # Batching must not change a row's score (padding is masked).
     single = RewardWorker(RewardConfig(model=str(path), batch_size=1)).score(ro)
     assert torch.allclose(single.rewards, scores.rewards, atol=1e-4)
+
+
+def test_long_prompts_keep_their_last_tokens(worker_and_rollout):
+    cfg, worker, _ = worker_and_rollout
+    long_prompt = "bad " * 100 + "the movie was"
+    ro = worker.generate(PromptChunk(["9-0"], [long_prompt]))
+    assert ro.prompt_ids.shape[1] == cfg.rollout.max_prompt_tokens
+    tail = worker.tokenizer.decode(ro.prompt_ids[0, -3:])
+    assert tail == "the movie was"
