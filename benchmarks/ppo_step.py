@@ -11,8 +11,10 @@ on a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,9 +64,11 @@ def main() -> None:
                 *args.overrides,
             ],
         )
-        trainer = PPOTrainer(cfg)
-        history = trainer.run()
-        trainer.shutdown()
+        # The per-step console lines go to stderr: stdout carries the one JSON line.
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer = PPOTrainer(cfg)
+            history = trainer.run()
+            trainer.shutdown()
     ray.shutdown()
 
     steady = history[1:] or history

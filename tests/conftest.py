@@ -52,6 +52,7 @@ def ray_local():
     """One local Ray for the whole test session (integration tier)."""
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    # Logical CPUs, not cores: a module-scoped run may stay alive while other tests start theirs.
+    ray.init(num_cpus=32, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

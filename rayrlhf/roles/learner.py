@@ -8,6 +8,7 @@ controller) are all-reduced, so every rank sees the same numbers whatever the ra
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections import defaultdict
@@ -116,71 +117,95 @@ class Learner:
                 f"(expected {self.policy_version}, got {batch.policy_versions.unique().tolist()})"
             )
         t_fetch = time.perf_counter()
-        ppo, mask = self.config.ppo, batch.response_mask
+        kl_coef = self.kl_ctl.value
         old_logprobs, old_values = self._forward_in_micro_batches(batch)
-        kl = KL_ESTIMATORS[ppo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
-        scores = batch.scores.clamp(-ppo.reward_clip, ppo.reward_clip)
-        rewards = token_rewards(scores, kl, mask, self.kl_ctl.value)
-        adv, returns = ADVANTAGE_ESTIMATORS["gae"](
-            rewards, old_values, mask, ppo.gamma, ppo.gae_lambda
-        )
-        if ppo.whiten_advantages:
-            mean, var = self._global_mean_var(adv, mask)
-            adv = masked_whiten(adv, mask, mean=torch.tensor(mean), var=torch.tensor(var))
+        kl, adv, returns = self._advantages(batch, old_logprobs, old_values, kl_coef)
         t_values = time.perf_counter()
         losses = self._ppo_epochs(batch, old_logprobs, old_values, adv, returns)
         t_train = time.perf_counter()
         self.policy_version += 1
-
-        n_tok = mask.sum()
-        sums = self._all_sum(
-            len(batch),
-            n_tok,
-            batch.scores.sum(),
-            (batch.scores.double() ** 2).sum(),
-            (kl.sum(-1)).sum(),
-            (old_logprobs - batch.logprobs).abs().sum(),
-            (-old_logprobs).sum(),
-            *batch.phase_seconds,
-            *(v for v in losses.values()),
+        metrics = self._global_metrics(batch, old_logprobs, kl, losses)
+        self.kl_ctl.update(metrics["kl/mean"], int(metrics["samples"]))
+        metrics.update(
+            {
+                "kl/coef": kl_coef,  # the coefficient this step's rewards were shaped with
+                "time/fetch": t_fetch - t0,
+                "time/values": t_values - t_fetch,
+                "time/train": t_train - t_values,
+            }
         )
-        n, n_tok_all, s, sq, kl_sum, mismatch, nll, t_gen, t_score, t_ref = sums[:10]
-        cfg = self.config
-        mean_reward = s / n
-        kl_mean = kl_sum / n
-        self.kl_ctl.update(kl_mean, int(n))
-        metrics = {
-            "reward/mean": mean_reward,
-            "reward/std": max(sq / n - mean_reward**2, 0.0) ** 0.5,
-            "kl/mean": kl_mean,
-            "kl/coef": self.kl_ctl.value,
-            "response/length": n_tok_all / n,
-            "rollout/logprob_mismatch": mismatch / n_tok_all,
-            "rollout/nll": nll / n_tok_all,
-            "samples": n,
-            "tokens/response": n_tok_all,
-            "policy_version": self.policy_version,
-            # Worker busy time per phase, averaged over that role's workers.
-            "time/generate": t_gen / cfg.rollout.num_workers,
-            "time/score": t_score / cfg.reward.num_workers,
-            "time/reference": t_ref / cfg.reference.num_workers,
-            "time/fetch": t_fetch - t0,
-            "time/values": t_values - t_fetch,
-            "time/train": t_train - t_values,
-        }
-        for key, total in zip(losses, sums[10:], strict=True):
-            metrics[key] = total / self.world_size
-        for key, value in metrics.items():
-            if not torch.isfinite(torch.tensor(float(value))):
-                raise NonFiniteError(
-                    f"metric {key} is {value} at policy_version {self.policy_version}"
-                )
         metrics["samples_text"] = [
             {"sample_id": sid, "prompt": p, "response": r, "reward": float(sc)}
             for sid, p, r, sc in zip(
                 batch.sample_ids, batch.prompts, batch.responses, batch.scores, strict=True
             )
         ][: self.config.run.log_samples]
+        return metrics
+
+    def _advantages(
+        self,
+        batch: RolloutBatch,
+        old_logprobs: torch.Tensor,
+        old_values: torch.Tensor,
+        kl_coef: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, R) per-token KL, (whitened) GAE advantages and returns."""
+        ppo, mask = self.config.ppo, batch.response_mask
+        kl = KL_ESTIMATORS[ppo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
+        scores = batch.scores.clamp(-ppo.reward_clip, ppo.reward_clip)
+        rewards = token_rewards(scores, kl, mask, kl_coef)
+        adv, returns = ADVANTAGE_ESTIMATORS["gae"](
+            rewards, old_values, mask, ppo.gamma, ppo.gae_lambda
+        )
+        if ppo.whiten_advantages:
+            # Statistics over all ranks' tokens: the same normalisation whatever the rank count.
+            mean, var = self._global_mean_var(adv, mask)
+            adv = masked_whiten(adv, mask, mean=torch.tensor(mean), var=torch.tensor(var))
+        return kl, adv, returns
+
+    def _global_metrics(
+        self,
+        batch: RolloutBatch,
+        old_logprobs: torch.Tensor,
+        kl: torch.Tensor,
+        losses: dict[str, float],
+    ) -> dict[str, float]:
+        """Step metrics summed over ranks with one all-reduce; non-finite values are errors."""
+        cfg, mask = self.config, batch.response_mask
+        sums = self._all_sum(
+            len(batch),
+            mask.sum(),
+            batch.scores.sum(),
+            (batch.scores.double() ** 2).sum(),
+            kl.sum(),
+            (old_logprobs - batch.logprobs).abs().sum(),
+            (-old_logprobs).sum(),
+            *batch.phase_seconds,
+            *losses.values(),
+        )
+        n, n_tok, s, sq, kl_sum, mismatch, nll, t_gen, t_score, t_ref = sums[:10]
+        metrics = {
+            "reward/mean": s / n,
+            "reward/std": max(sq / n - (s / n) ** 2, 0.0) ** 0.5,
+            "kl/mean": kl_sum / n,  # summed over a response's tokens, averaged over samples
+            "response/length": n_tok / n,
+            "rollout/logprob_mismatch": mismatch / n_tok,
+            "rollout/nll": nll / n_tok,
+            "samples": n,
+            "tokens/response": n_tok,
+            "policy_version": self.policy_version,
+            # Worker busy time per phase, averaged over that role's workers.
+            "time/generate": t_gen / cfg.rollout.num_workers,
+            "time/score": t_score / cfg.reward.num_workers,
+            "time/reference": t_ref / cfg.reference.num_workers,
+        }
+        for key, total in zip(losses, sums[10:], strict=True):
+            metrics[key] = total / self.world_size
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise NonFiniteError(
+                    f"metric {key} is {value} at policy_version {self.policy_version}"
+                )
         return metrics
 
     def _ppo_epochs(self, batch, old_logprobs, old_values, adv, returns) -> dict[str, float]:

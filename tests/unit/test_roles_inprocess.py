@@ -114,3 +114,13 @@ def test_long_prompts_keep_their_last_tokens(worker_and_rollout):
     assert ro.prompt_ids.shape[1] == cfg.rollout.max_prompt_tokens
     tail = worker.tokenizer.decode(ro.prompt_ids[0, -3:])
     assert tail == "the movie was"
+
+
+def test_learner_refuses_a_non_finite_loss(worker_and_rollout):
+    from rayrlhf.roles.learner import Learner, NonFiniteError
+
+    cfg, _, _ = worker_and_rollout
+    learner = Learner(cfg)  # no setup needed: the guard runs before any optimizer step
+    with pytest.raises(NonFiniteError, match="loss/policy is nan on rank 0"):
+        learner._check_finite("loss/policy", torch.tensor(float("nan")))
+    learner._check_finite("loss/policy", torch.tensor(1.0))
