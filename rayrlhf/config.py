@@ -131,6 +131,9 @@ class LearnerConfig(_Section):
     offload_optimizer: bool = Field(False, description="ZeRO optimizer states in CPU memory.")
     offload_params: bool = Field(False, description="ZeRO-3 parameters in CPU memory.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Training precision.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30% more compute."
+    )
     policy_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Policy AdamW learning rate.")
     value_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Value AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")

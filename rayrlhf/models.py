@@ -60,7 +60,10 @@ class ValueModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """(B, T) ids → (B, T) values."""
         out = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,  # scoring whole sequences: a KV cache is only memory
         )
         return self.head(out.last_hidden_state).squeeze(-1).float()
 
@@ -97,6 +100,7 @@ def response_logits(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids(attention_mask),
+        use_cache=False,
     )
     return out.logits[:, prompt_len - 1 : -1]
 

@@ -66,6 +66,9 @@ class Learner:
         init_distributed(lc.device, master_addr, master_port, self.rank, self.world_size)
         policy = load_policy(self.config.model.policy, "fp32")
         value = load_value_model(self.config.value_path, "fp32")
+        if lc.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+            value.backbone.gradient_checkpointing_enable()
         self.policy = build_engine(policy, lc.policy_lr, lc)
         self.value = build_engine(value, lc.value_lr, lc)
         return self.rank
@@ -213,22 +216,41 @@ class Learner:
 
         The engines are stepped after every micro-batch; DeepSpeed applies the update at each
         gradient-accumulation boundary, i.e. once per ``learner.minibatch_size`` samples.
+        Losses are token means over the whole global minibatch (all ranks, all micro-batches),
+        so the update does not depend on how the minibatch is split over ranks or micro-batches.
         """
         lc = self.config.learner
+        per_rank = lc.minibatch_size // self.world_size
+        grad_accum = per_rank // lc.micro_batch_size
+        gen = torch.Generator().manual_seed(self.config.run.seed * 100003 + self.policy_version)
+        orders = [torch.randperm(len(batch), generator=gen) for _ in range(lc.ppo_epochs)]
+        tokens = batch.response_mask.sum(-1).double()
+        local = [
+            tokens[o[i : i + per_rank]].sum() for o in orders for i in range(0, len(o), per_rank)
+        ]
+        minibatch_tokens = self._all_sum(*local)  # one all-reduce for every minibatch of the step
         sums: dict[str, float] = defaultdict(float)
         count = 0
-        gen = torch.Generator().manual_seed(self.config.run.seed * 100003 + self.policy_version)
-        for _ in range(lc.ppo_epochs):
-            order = torch.randperm(len(batch), generator=gen)
+        for epoch, order in enumerate(orders):
             for start in range(0, len(batch), lc.micro_batch_size):
                 idx = order[start : start + lc.micro_batch_size]
-                stats = self._micro_step(batch, idx, old_logprobs, old_values, adv, returns)
+                n_global = minibatch_tokens[epoch * (len(batch) // per_rank) + start // per_rank]
+                # DeepSpeed divides by grad_accum and averages over ranks; undo both so the sum of
+                # micro-batch losses is the token mean over the global minibatch.
+                weight = float(tokens[idx].sum()) * grad_accum * self.world_size / n_global
+                stats = self._micro_step(batch, idx, old_logprobs, old_values, adv, returns, weight)
                 for k, v in stats.items():
                     sums[k] += v
                 count += 1
         return {k: v / max(count, 1) for k, v in sums.items()}
 
-    def _micro_step(self, batch, idx, old_logprobs, old_values, adv, returns) -> dict[str, float]:
+    def _micro_step(
+        self, batch, idx, old_logprobs, old_values, adv, returns, weight: float
+    ) -> dict[str, float]:
+        """Forward, backward and (at accumulation boundaries) step of both engines.
+
+        ``weight`` rescales this micro-batch's token-mean losses to its share of the minibatch.
+        """
         ppo, temp = self.config.ppo, self.config.rollout.temperature
         ids = batch.input_ids[idx].to(self.device)
         am = batch.attention_mask[idx].to(self.device)
@@ -246,7 +268,7 @@ class Learner:
         ent = masked_mean(entropy, mask)
         loss = pg.loss - ppo.entropy_coef * ent
         self._check_finite("loss/policy", loss)
-        self.policy.backward(loss)
+        self.policy.backward(loss * weight)
         self.policy.step()
         values = response_values(self.value, ids, am, batch.prompt_len)
         vl = value_loss(
@@ -258,7 +280,7 @@ class Learner:
         )
         vloss = ppo.value_coef * vl.loss
         self._check_finite("loss/value", vloss)
-        self.value.backward(vloss)
+        self.value.backward(vloss * weight)
         self.value.step()
         return {
             "loss/policy": pg.loss.item(),

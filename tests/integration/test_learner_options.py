@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
     [
         ("learner.zero_stage=3", "learner.offload_optimizer=true", "learner.offload_params=true"),
         ("learner.zero_stage=2", "learner.precision=bf16"),
+        ("learner.zero_stage=3", "learner.gradient_checkpointing=true"),
     ],
-    ids=["zero3-offload", "bf16"],
+    ids=["zero3-offload", "bf16", "zero3-checkpointing"],
 )
 def test_offload_and_bf16_learner_paths(ray_local, make_config, tmp_path, variant):
     """The GPU-scale options (CPU offload of params and optimizer states, bf16) train on CPU."""

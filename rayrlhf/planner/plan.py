@@ -1,0 +1,288 @@
+"""Place PPO's roles on GPUs and add up each GPU's memory for every ZeRO stage / offload choice.
+
+The plan follows what rayrlhf runs: every role is a long-lived Ray actor, so the learner's
+states, the rollout workers' weights + KV cache and the reference / reward models are resident at
+the same time (nothing is swapped out between phases). One learner rank or one rollout worker
+per GPU; the GPUs left over hold the reference and reward workers (half each, or both on one GPU
+with ``num_gpus: 0.5`` when one is left). Figures are bytes; see :mod:`rayrlhf.planner.memory`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rayrlhf.planner import memory as m
+from rayrlhf.planner.shapes import ModelShape
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Nodes × GPUs per node; memory per GPU and per node in GiB."""
+
+    nodes: int = 1
+    gpus_per_node: int = 8
+    gpu_mem_gib: float = 80.0
+    cpu_mem_gib: float = 1024.0
+
+    @property
+    def gpus(self) -> int:
+        """All GPUs in the cluster."""
+        return self.nodes * self.gpus_per_node
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Token shapes: training micro-batch, prompt+response length, sequences per generate call."""
+
+    micro_batch: int = 1
+    seq_len: int = 1024
+    rollout_batch: int = 16
+    flash: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    """GPUs per role; ``shared`` = reference and reward share one GPU (0.5 each)."""
+
+    learner: int
+    rollout: int
+    reference: int
+    reward: int
+    shared: bool = False
+
+    def roles_by_gpu(self) -> list[str]:
+        """One role name per GPU in packing order (node 0 first)."""
+        other = (
+            ["reference+reward"]
+            if self.shared
+            else (["reference"] * self.reference + ["reward"] * self.reward)
+        )
+        return ["learner"] * self.learner + ["rollout"] * self.rollout + other
+
+
+def place(cluster: Cluster, learner: int, rollout: int, reward_model: bool) -> Placement:
+    """Split the cluster's GPUs; raises ValueError when a role gets none."""
+    left = cluster.gpus - learner - rollout
+    if learner < 1 or rollout < 1 or left < 1:
+        raise ValueError(
+            f"{cluster.gpus} GPUs cannot hold {learner} learner + {rollout} rollout GPUs and "
+            "at least one GPU for reference/reward"
+        )
+    if not reward_model:  # a reward function runs on CPU
+        return Placement(learner, rollout, left, 0)
+    if left == 1:
+        return Placement(learner, rollout, 1, 1, shared=True)
+    return Placement(learner, rollout, (left + 1) // 2, left // 2)
+
+
+@dataclass
+class LearnerRow:
+    """One (stage, offload) choice on a learner GPU: components and totals, bytes."""
+
+    stage: int
+    offload: str
+    states: dict[str, int]
+    activations: dict[bool, int]  # checkpointing → bytes
+    total: dict[bool, int] = field(default_factory=dict)
+    init_peak: int = 0
+    cpu_node: int = 0  # CPU bytes on the busiest learner node
+
+    def fits(self, ckpt: bool, gpu_bytes: float, cpu_bytes: float) -> bool:
+        """Steady state, engine start-up and the node's CPU memory all within limits."""
+        return max(self.total[ckpt], self.init_peak) <= gpu_bytes and self.cpu_node <= cpu_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (GiB) for JSON output."""
+        gib = {k: v / m.GIB for k, v in self.states.items()}
+        return {
+            "stage": self.stage,
+            "offload": self.offload,
+            "gib": gib,
+            "activations_gib": {
+                "no_ckpt": self.activations[False] / m.GIB,
+                "ckpt": self.activations[True] / m.GIB,
+            },
+            "total_gib": {"no_ckpt": self.total[False] / m.GIB, "ckpt": self.total[True] / m.GIB},
+            "init_peak_gib": self.init_peak / m.GIB,
+            "cpu_node_gib": self.cpu_node / m.GIB,
+        }
+
+
+def learner_row(
+    shape: ModelShape,
+    reward: ModelShape | None,
+    cluster: Cluster,
+    work: Workload,
+    plc: Placement,
+    stage: int,
+    offload: str,
+) -> LearnerRow:
+    """Per-GPU memory of a learner rank holding policy and value engines (one runs at a time)."""
+    n = plc.learner
+    pol = m.model_state_bytes(shape.params, shape.largest_layer, n, stage, offload)
+    val = m.model_state_bytes(shape.value_params, shape.value_largest_layer, n, stage, offload)
+    states = {k: pol[k] + val[k] for k in pol}
+    states["live"] = max(pol["live"], val["live"])  # gathered layers are released after use
+    if stage > 0:  # ZeRO makes the fp32 gradients at each engine's step and frees them after
+        states["grad32"] = max(pol["grad32"], val["grad32"])
+    states["buffers"] = 2 * m.deepspeed_buffer_bytes(stage)  # each engine has its own buckets
+    acts = {
+        ck: m.activation_bytes(
+            work.seq_len,
+            work.micro_batch,
+            shape.hidden,
+            shape.heads,
+            shape.layers,
+            shape.vocab,
+            ck,
+            work.flash,
+        )
+        for ck in (False, True)
+    }
+    row = LearnerRow(stage, offload, states, acts)
+    used = sum(states.values())
+    for ck in (False, True):
+        states_ck = used + acts[ck]
+        row.total[ck] = m.with_overhead(states_ck)[1]
+    # No zero.Init: DeepSpeed casts each model to bf16 and moves all of it onto the GPU before
+    # partitioning; the value engine is built while the policy's states already sit there.
+    pol_resident = sum(pol.values()) - pol["live"] - pol["grad32"]
+    start = max(m.BF16 * shape.params, pol_resident + m.BF16 * shape.value_params)
+    row.init_peak = m.with_overhead(start)[1]
+    row.cpu_node = learner_cpu_bytes(shape, reward, cluster, plc, offload)
+    return row
+
+
+def learner_cpu_bytes(
+    shape: ModelShape, reward: ModelShape | None, cluster: Cluster, plc: Placement, offload: str
+) -> int:
+    """CPU bytes on node 0 (the busiest): the worst of load, engine build and steady state.
+
+    Load: every learner rank holds fp32 policy + value (rayrlhf loads both before DeepSpeed, no
+    zero.Init) while the node's other actors load bf16 copies. Build: the policy's offloaded
+    states plus the still unpartitioned fp32 value model. Steady: offloaded states plus weight
+    sync (rank 0's gathered bf16 weights, their object-store copy, one per rollout worker there).
+    """
+    on_node = plc.roles_by_gpu()[: cluster.gpus_per_node]
+    r = on_node.count("learner")
+    both = shape.params + shape.value_params
+    pol16 = m.BF16 * shape.params
+    rew16 = m.BF16 * reward.value_params if reward is not None else 0
+    copies = {
+        "rollout": pol16,
+        "reference": pol16,
+        "reward": rew16,
+        "reference+reward": pol16 + rew16,
+    }
+    load = m.load_cpu_bytes(both, 0, r, m.FP32, zero_init=False)
+    load += sum(copies.get(x, 0) for x in on_node)
+    build = m.offload_cpu_bytes(shape.params, offload, r, plc.learner)
+    build += m.load_cpu_bytes(shape.value_params, 0, r, m.FP32, zero_init=False)
+    sync = (2 + on_node.count("rollout")) * pol16
+    steady = m.offload_cpu_bytes(both, offload, r, plc.learner) + sync
+    return max(load, build, steady)
+
+
+def other_gpus(
+    policy: ModelShape, reward: ModelShape | None, work: Workload, plc: Placement
+) -> dict[str, dict[str, int]]:
+    """Per-GPU bytes of the non-learner GPU kinds: rollout, reference, reward (or shared)."""
+    s = work.seq_len
+    b = work.rollout_batch
+    p = policy
+    rollout = {
+        "weights": m.BF16 * p.params,
+        "kv_cache": m.kv_cache_bytes(p.layers, p.kv_heads, p.head_dim, b, s),
+        # Prefill of one layer + per-token fp32 logits for sampling (only the last position).
+        "transient": m.layer_activation_bytes(s, b, p.hidden, p.heads, work.flash)
+        + b * p.vocab * (m.BF16 + m.FP32),
+    }
+    ref = {
+        "weights": m.BF16 * p.params,
+        "transient": m.inference_bytes(s, b, p.hidden, p.heads, p.vocab, work.flash),
+    }
+    out = {"rollout": rollout}
+    rew = None
+    if reward is not None:
+        rew = {
+            "weights": m.BF16 * reward.value_params,
+            "transient": m.inference_bytes(s, b, reward.hidden, reward.heads, 0, work.flash),
+        }
+    if plc.shared and rew is not None:
+        out["reference+reward"] = {f"ref_{k}": v for k, v in ref.items()} | {
+            f"reward_{k}": v for k, v in rew.items()
+        }
+    else:
+        out["reference"] = ref
+        if rew is not None:
+            out["reward"] = rew
+    for name, parts in out.items():
+        procs = 2 if name == "reference+reward" else 1
+        parts["overhead"], parts["total"] = m.with_overhead(sum(parts.values()), procs)
+    return out
+
+
+def options(stages: list[int]) -> list[tuple[int, str]]:
+    """The (stage, offload) pairs DeepSpeed runs, in table order."""
+    out = []
+    for st in stages:
+        for off in m.OFFLOADS:
+            if (st == 0 and off != "none") or (off == "optimizer+params" and st != 3):
+                continue
+            out.append((st, off))
+    return out
+
+
+def preferred(rows: list[LearnerRow], cluster: Cluster, others_fit: bool) -> list[tuple]:
+    """Fitting (row, checkpointing) pairs, fastest first: least offload, no recompute, low stage."""
+    if not others_fit:
+        return []
+    gpu, cpu = cluster.gpu_mem_gib * m.GIB, cluster.cpu_mem_gib * m.GIB
+    fits = [(r, ck) for r in rows for ck in (False, True) if r.fits(ck, gpu, cpu)]
+    return sorted(fits, key=lambda x: (m.OFFLOADS.index(x[0].offload), x[1], x[0].stage))
+
+
+def plan(
+    shape: ModelShape,
+    reward: ModelShape | None,
+    cluster: Cluster,
+    work: Workload,
+    plc: Placement,
+    stages: list[int],
+) -> dict[str, Any]:
+    """Learner rows for every choice, the other GPUs, and the fitting choices, preferred first."""
+    rows = [learner_row(shape, reward, cluster, work, plc, st, off) for st, off in options(stages)]
+    others = other_gpus(shape, reward, work, plc)
+    others_fit = all(v["total"] <= cluster.gpu_mem_gib * m.GIB for v in others.values())
+    return {
+        "rows": rows,
+        "others": others,
+        "others_fit": others_fit,
+        "fitting": preferred(rows, cluster, others_fit),
+    }
+
+
+def search(
+    shape: ModelShape,
+    reward: ModelShape | None,
+    cluster: Cluster,
+    work: Workload,
+    stages: list[int],
+) -> tuple[Placement, tuple] | None:
+    """Another learner/rollout split that fits (least offload first, then most learner GPUs)."""
+    best = None
+    for lrn in range(cluster.gpus - 2, 0, -1):
+        for ro in range(1, cluster.gpus - lrn):
+            plc = place(cluster, lrn, ro, reward is not None)
+            fit = plan(shape, reward, cluster, work, plc, stages)["fitting"]
+            if fit:
+                key = (m.OFFLOADS.index(fit[0][0].offload), fit[0][1])
+                if best is None or key < best[0]:
+                    best = (key, plc, fit[0])
+    return None if best is None else (best[1], best[2])
+
+
+def placement_dict(plc: Placement) -> dict[str, Any]:
+    """Plain data for JSON output."""
+    return asdict(plc)

@@ -1,0 +1,238 @@
+"""Tables, verdict and JSON for a plan; ``main(argv)`` is the ``rayrlhf plan`` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from rayrlhf.planner import memory as m
+from rayrlhf.planner.plan import Cluster, LearnerRow, Placement, Workload, place, plan, search
+from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of
+
+COLS = ("weights16", "grads16", "optim", "grad32", "live", "buffers")
+HEAD = ("w16", "g16", "optim", "g32", "live", "buf")
+
+
+def _g(x: float) -> str:
+    return f"{x / m.GIB:7.1f}"
+
+
+def _name(row: LearnerRow, ck: bool | None = None) -> str:
+    s = f"ZeRO-{row.stage} offload={row.offload}"
+    return s if ck is None else s + (" +ckpt" if ck else "")
+
+
+def _why(row: LearnerRow, ck: bool, cl: Cluster) -> str:
+    gpu, cpu = cl.gpu_mem_gib * m.GIB, cl.cpu_mem_gib * m.GIB
+    why = []
+    if row.total[ck] > gpu:
+        why.append(f"{row.total[ck] / m.GIB:.0f} GiB/GPU")
+    if row.init_peak > gpu:
+        why.append(f"start-up {row.init_peak / m.GIB:.0f} GiB/GPU")
+    if row.cpu_node > cpu:
+        why.append(f"{row.cpu_node / m.GIB:.0f} GiB CPU")
+    return ", ".join(why)
+
+
+def learner_table(p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placement) -> str:
+    """One line per (stage, offload, checkpointing): GiB per learner GPU by component."""
+    out = [
+        f"Learner GPU (1 of {plc.learner} ranks; policy {shape.params / 1e9:.2f}B + value "
+        f"{shape.value_params / 1e9:.2f}B params), GiB per GPU; fit = steady, start-up and CPU",
+        f"{'configuration':36}"
+        + "".join(f"{h:>7}" for h in HEAD)
+        + f"{'act':>7}{'ovh':>7}{'total':>7}{'start':>7}{'CPU/nd':>7}  fit",
+    ]
+    gpu, cpu = cl.gpu_mem_gib * m.GIB, cl.cpu_mem_gib * m.GIB
+    for row in p["rows"]:
+        for ck in (False, True):
+            used = sum(row.states.values()) + row.activations[ck]
+            fit = "FITS" if row.fits(ck, gpu, cpu) else "DOES NOT FIT"
+            out.append(
+                f"{_name(row, ck):36}"
+                + "".join(_g(row.states[c]) for c in COLS)
+                + _g(row.activations[ck])
+                + _g(row.total[ck] - used)
+                + _g(row.total[ck])
+                + _g(row.init_peak)
+                + _g(row.cpu_node)
+                + f"  {fit}"
+            )
+    return "\n".join(out)
+
+
+def others_table(p: dict[str, Any], cl: Cluster, plc: Placement) -> str:
+    """One line per non-learner GPU kind."""
+    count = {
+        "rollout": plc.rollout,
+        "reference": plc.reference,
+        "reward": plc.reward,
+        "reference+reward": 1,
+    }
+    out = ["Other GPUs, GiB per GPU (all roles stay resident between phases)"]
+    for name, parts in p["others"].items():
+        fit = "FITS" if parts["total"] <= cl.gpu_mem_gib * m.GIB else "DOES NOT FIT"
+        comp = ", ".join(f"{k} {v / m.GIB:.1f}" for k, v in parts.items() if k != "total")
+        out.append(f"  {name:17} ×{count[name]}: {comp}; total {parts['total'] / m.GIB:.1f}  {fit}")
+    return "\n".join(out)
+
+
+def verdict(
+    p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placement, alt: Any = None
+) -> list[str]:
+    """Verdict lines: the fastest choice that fits, whether it needs offload, what does not fit."""
+    hw = f"{cl.nodes}×{cl.gpus_per_node}×{cl.gpu_mem_gib:g} GiB GPUs"
+    lines = []
+    roles = (
+        f"rollout on {plc.rollout} GPU(s), reference on {plc.reference}, reward on "
+        f"{plc.reward}" + (" (sharing one GPU, 0.5 each)" if plc.shared else "")
+    )
+    if p["fitting"]:
+        row, ck = p["fitting"][0]
+        lines.append(
+            f"VERDICT: {shape.name} ({shape.params / 1e9:.2f}B) trains with PPO on {hw} with "
+            f"{_name(row)}, gradient checkpointing {'on' if ck else 'off'}: learner on "
+            f"{plc.learner} GPUs ({row.total[ck] / m.GIB:.1f} GiB/GPU, start-up "
+            f"{row.init_peak / m.GIB:.1f}), {roles}; CPU RAM on node 0 "
+            f"{row.cpu_node / m.GIB:.0f} of {cl.cpu_mem_gib:g} GiB."
+        )
+        if row.offload != "none":
+            lines.append("  Only fits with CPU offload: no configuration without offload fits.")
+        also = [_name(r, c) for r, c in p["fitting"][1:]]
+        if also:
+            lines.append("  Also fits: " + "; ".join(also))
+    else:
+        lines.append(f"VERDICT: {shape.name} does NOT fit on {hw} with this placement ({roles}).")
+        if not p["others_fit"]:
+            lines.append("  A rollout/reference/reward GPU is over its memory (table above).")
+        if alt is not None:
+            aplc, (arow, ack) = alt
+            lines.append(
+                f"  Fits instead with --learner-gpus {aplc.learner} --rollout-gpus "
+                f"{aplc.rollout}: {_name(arow, ack)} ({arow.total[ack] / m.GIB:.1f} GiB/GPU)."
+            )
+    fitting = {(r.stage, r.offload) for r, _ in p["fitting"]}
+    bad = [
+        f"{_name(r)} ({_why(r, True, cl)})"
+        for r in p["rows"]
+        if (r.stage, r.offload) not in fitting
+    ]
+    if bad:
+        lines.append("  Does not fit even with checkpointing: " + "; ".join(bad))
+    return lines
+
+
+def to_json(
+    p: dict[str, Any],
+    cl: Cluster,
+    work: Workload,
+    shape: ModelShape,
+    reward: ModelShape | None,
+    plc: Placement,
+    lines: list[str],
+) -> dict[str, Any]:
+    """The whole plan as plain data (GiB)."""
+    gpu, cpu = cl.gpu_mem_gib * m.GIB, cl.cpu_mem_gib * m.GIB
+    rows = []
+    for r in p["rows"]:
+        d = r.as_dict()
+        d["fits"] = {"no_ckpt": r.fits(False, gpu, cpu), "ckpt": r.fits(True, gpu, cpu)}
+        rows.append(d)
+    best = None
+    if p["fitting"]:
+        r, ck = p["fitting"][0]
+        best = {
+            "stage": r.stage,
+            "offload": r.offload,
+            "gradient_checkpointing": ck,
+            "total_gib": r.total[ck] / m.GIB,
+            "cpu_node_gib": r.cpu_node / m.GIB,
+        }
+    return {
+        "model": shape.as_dict(),
+        "reward_model": reward.as_dict() if reward else None,
+        "cluster": asdict(cl),
+        "workload": asdict(work),
+        "placement": asdict(plc),
+        "learner": rows,
+        "other_gpus": {k: {n: v / m.GIB for n, v in d.items()} for k, d in p["others"].items()},
+        "best": best,
+        "verdict": lines,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="rayrlhf plan",
+        description=(
+            "Per-GPU memory plan for PPO: learner (policy + value, DeepSpeed ZeRO), rollout, "
+            "reference and reward GPUs, for every ZeRO stage and offload choice."
+        ),
+    )
+    ap.add_argument(
+        "--model", default="gpt-neox-20b", help=f"preset ({', '.join(PRESETS)}) or local HF folder"
+    )
+    ap.add_argument(
+        "--reward-model",
+        default=None,
+        help="preset/folder of the reward model (default: --model); 'none' = function",
+    )
+    ap.add_argument("--nodes", type=int, default=1)
+    ap.add_argument("--gpus-per-node", type=int, default=8)
+    ap.add_argument("--gpu-mem-gb", type=float, default=80.0, help="GiB per GPU")
+    ap.add_argument("--cpu-mem-gb", type=float, default=1024.0, help="GiB of RAM per node")
+    ap.add_argument("--learner-gpus", type=int, default=None, help="default: half the GPUs")
+    ap.add_argument("--rollout-gpus", type=int, default=None, help="default: half the rest")
+    ap.add_argument("--micro-batch", type=int, default=1, help="training sequences per GPU")
+    ap.add_argument("--seq-len", type=int, default=1024, help="prompt + response tokens")
+    ap.add_argument("--rollout-batch", type=int, default=16, help="sequences per generate call")
+    ap.add_argument(
+        "--flash-attention",
+        action="store_true",
+        help="no s×s attention scores in memory (SDPA/flash kernels)",
+    )
+    ap.add_argument(
+        "--zero-stage",
+        type=int,
+        choices=(0, 1, 2, 3),
+        action="append",
+        help="only this stage (repeatable)",
+    )
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the plan (or JSON); 0 when a configuration fits, 1 when none does, 2 on bad input."""
+    args = _parser().parse_args(argv)
+    try:
+        shape = shape_of(args.model)
+        rname = args.reward_model or args.model
+        reward = None if rname == "none" else shape_of(rname)
+        cl = Cluster(args.nodes, args.gpus_per_node, args.gpu_mem_gb, args.cpu_mem_gb)
+        lrn = args.learner_gpus or max(1, cl.gpus // 2)
+        ro = args.rollout_gpus or max(1, (cl.gpus - lrn) // 2)
+        plc = place(cl, lrn, ro, reward is not None)
+    except (ValueError, OSError) as err:
+        print(f"rayrlhf plan: {err}", file=sys.stderr)
+        return 2
+    work = Workload(args.micro_batch, args.seq_len, args.rollout_batch, args.flash_attention)
+    stages = sorted(set(args.zero_stage or [0, 1, 2, 3]))
+    p = plan(shape, reward, cl, work, plc, stages)
+    alt = None if p["fitting"] else search(shape, reward, cl, work, stages)
+    lines = verdict(p, cl, shape, plc, alt)
+    if args.json:
+        print(json.dumps(to_json(p, cl, work, shape, reward, plc, lines), indent=1))
+    else:
+        print(
+            f"{shape.name}: seq {work.seq_len}, micro-batch {work.micro_batch}, rollout batch "
+            f"{work.rollout_batch}; overhead = {m.CONTEXT_BYTES // m.GIB} GiB CUDA context "
+            f"per process + {m.FRAGMENTATION:.0%} fragmentation\n"
+        )
+        print(learner_table(p, cl, shape, plc) + "\n")
+        print(others_table(p, cl, plc) + "\n")
+        print("\n".join(lines))
+    return 0 if p["fitting"] else 1
