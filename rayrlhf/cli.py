@@ -1,6 +1,11 @@
-"""Command line: ``rayrlhf train CONFIG [--set key=value ...]``.
+"""Command line.
 
-Connects to the cluster in ``RAY_ADDRESS`` when set, otherwise starts a local Ray itself.
+    rayrlhf train CONFIG [--set key=value ...]     run PPO
+    rayrlhf scale RUN_NAME --rollout-workers N     resize a live run's rollout workers
+    rayrlhf plan [--model 20b-preset ...]          per-GPU memory plan for a model and cluster
+
+``train`` connects to the cluster in ``RAY_ADDRESS`` when set, otherwise starts a local Ray
+itself; ``scale`` connects to ``RAY_ADDRESS`` or, when unset, the Ray running on this machine.
 """
 
 from __future__ import annotations
@@ -25,12 +30,64 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="dotted override, e.g. --set rollout.num_workers=4 (repeatable)",
     )
+    scale = sub.add_parser("scale", help="resize a live run's rollout workers between steps")
+    scale.add_argument("run_name", help="the run's run.name")
+    scale.add_argument("--rollout-workers", type=int, required=True, metavar="N")
+    scale.add_argument(
+        "--address",
+        default=None,
+        help="Ray address; default: RAY_ADDRESS, else RUN_DIR/ray_address, else this machine's",
+    )
+    scale.add_argument("--output-dir", default="runs", help="the run's run.output_dir")
+    sub.add_parser("plan", help="per-GPU memory plan (see `rayrlhf plan --help`)", add_help=False)
     return parser
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    if (Path.home() / ".ray" / "auth_token").exists():
+        # Ray 2.60 heads (and local instances) require the token, and a client sends it only in
+        # token mode, which Ray reads when it is imported.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    from rayrlhf.cluster import NAMESPACE, find_control
+
+    run_name, count = args.run_name, args.rollout_workers
+    if count < 1:
+        print(f"rayrlhf: --rollout-workers must be at least 1, got {count}", file=sys.stderr)
+        return 2
+    if not ray.is_initialized():
+        recorded = Path(args.output_dir) / run_name / "ray_address"
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        if address is None and recorded.exists():
+            address = recorded.read_text().strip()
+        ray.init(address=address or "auto", namespace=NAMESPACE)
+    try:
+        control = find_control(run_name)
+    except LookupError as err:
+        print(f"rayrlhf: {err}", file=sys.stderr)
+        return 2
+    ray.get(control.request_rollout_workers.remote(count))
+    print(
+        f"requested {count} rollout workers for run {run_name!r}; status now: "
+        f"{ray.get(control.status.remote())}"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for bad config or data)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:
+        from rayrlhf.planner import main as plan_main
+
+        return plan_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "scale":
+        return _scale(args)
     try:
         config = load(args.config, args.overrides)
         check_local_paths(config)

@@ -1,34 +1,41 @@
-"""The only module that applies ``ray.remote``: actor groups for each role, with their resources.
+"""The only module that applies ``ray.remote``: role groups, placement groups, control actor.
 
 The role classes stay plain Python; here they become actors with the CPUs and GPUs the config asks
-for. The learner group forms one torch.distributed group across its ranks.
+for, each role in a placement group of its own (packed onto few nodes or spread across them).
+The learner group forms one torch.distributed group across its ranks.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayrlhf.buffer import Shard
 from rayrlhf.config import Config
+from rayrlhf.control import TrainerControl
 from rayrlhf.roles.learner import Learner
-from rayrlhf.roles.reference import ReferenceWorker
-from rayrlhf.roles.reward import RewardWorker
-from rayrlhf.roles.rollout import RolloutWorker
+
+NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
+STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
+PLACEMENT_TIMEOUT_S = 600
 
 
 def ensure_ray(config: Config) -> None:
     """Connect to ``RAY_ADDRESS`` when set; otherwise start a local Ray sized for this config.
 
-    Locally the logical CPU count is raised to what the actors ask for: on a laptop the roles
-    share the cores rather than waiting for cores that do not exist.
+    Locally the logical CPU count is raised well above what the actors ask for: on a laptop the
+    roles share the cores (and rollout workers may be added mid-run) rather than waiting for cores
+    that do not exist.
     """
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], namespace=NAMESPACE)
         return
     needed = (
         config.rollout.num_workers * config.rollout.num_cpus
@@ -37,66 +44,155 @@ def ensure_ray(config: Config) -> None:
         + config.learner.num_ranks * config.learner.num_cpus
     )
     # The dashboard stays on (bound to loopback) so `ray list actors` can inspect the run.
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(needed) + 1), dashboard_host="127.0.0.1")
-
-
-def _actor(cls: type, name: str, num_cpus: float, num_gpus: float) -> Any:
-    # max_concurrency 1: a role's methods run one at a time, in order of submission.
-    return ray.remote(cls).options(
-        name=name, num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=1
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, 2 * int(needed) + 1, 16),
+        dashboard_host="127.0.0.1",
+        namespace=NAMESPACE,
     )
 
 
-def _run_name(config: Config) -> str:
+class RoleGroup:
+    """The actors of one role. Each ``add`` places its actors in one placement group.
+
+    ``make_args(index)`` gives the constructor arguments of the actor with that index; indices
+    grow monotonically, so a removed worker's name is never reused within a run.
+    """
+
+    def __init__(
+        self,
+        cls: type,
+        role: str,
+        run_tag: str,
+        resources: tuple[float, float, str],
+        make_args: Callable[[int], tuple],
+    ) -> None:
+        self.remote_cls = ray.remote(cls)
+        self.role, self.run_tag = role, run_tag
+        self.num_cpus, self.num_gpus, self.placement = resources
+        self.make_args = make_args
+        self.actors: list[Any] = []
+        self._groups: list[tuple[PlacementGroup | None, list[Any]]] = []
+        self._next_index = 0
+
+    def add(self, count: int) -> list[Any]:
+        """Start ``count`` more actors in a new placement group; returns them."""
+        pg = None
+        if self.num_cpus > 0 or self.num_gpus > 0:  # Ray refuses empty bundles
+            bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus}
+            bundle = {k: v for k, v in bundle.items() if v > 0}
+            pg = placement_group([bundle] * count, strategy=STRATEGIES[self.placement])
+            ready, _ = ray.wait([pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
+            if not ready:
+                remove_placement_group(pg)
+                raise TimeoutError(
+                    f"{self.role}: {count} bundles of {bundle} ({self.placement}) not placed after "
+                    f"{PLACEMENT_TIMEOUT_S}s; the cluster lacks these resources"
+                )
+        new = []
+        for i in range(count):
+            index = self._next_index
+            self._next_index += 1
+            options: dict[str, Any] = {
+                "name": f"{self.run_tag}/{self.role}-{index}",
+                "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus,
+                "max_concurrency": 1,  # a role's calls run one at a time, in submission order
+            }
+            if pg is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=i
+                )
+            new.append(self.remote_cls.options(**options).remote(*self.make_args(index)))
+        self.actors.extend(new)
+        self._groups.append((pg, list(new)))
+        return new
+
+    def remove(self, count: int) -> list[Any]:
+        """Stop the ``count`` most recently added actors; free placement groups left empty."""
+        if count >= len(self.actors):
+            raise ValueError(f"{self.role}: cannot remove {count} of {len(self.actors)} actors")
+        gone = self.actors[-count:]
+        self.actors = self.actors[:-count]
+        for actor in gone:
+            ray.kill(actor)
+        kept = []
+        for pg, members in self._groups:
+            members = [a for a in members if a not in gone]
+            if members:
+                kept.append((pg, members))
+            elif pg is not None:
+                remove_placement_group(pg)
+        self._groups = kept
+        return gone
+
+    def shutdown(self) -> None:
+        """Stop every actor and free every placement group."""
+        for actor in self.actors:
+            ray.kill(actor)
+        for pg, _ in self._groups:
+            if pg is not None:
+                remove_placement_group(pg)
+        self.actors, self._groups = [], []
+
+
+def run_tag(config: Config) -> str:
+    """Prefix of this run's actor names: the run name and the driver's pid (unique per run)."""
     return f"{config.run.name}-{os.getpid()}"
 
 
-def rollout_actors(config: Config, start: int = 0, count: int | None = None) -> list[Any]:
-    """``count`` rollout actors (default ``rollout.num_workers``), indexed from ``start``."""
-    rc = config.rollout
-    n = rc.num_workers if count is None else count
-    return [
-        _actor(RolloutWorker, f"{_run_name(config)}/rollout-{i}", rc.num_cpus, rc.num_gpus).remote(
-            config, i
+def role_group(
+    config: Config, cls: type, role: str, make_args: Callable[[int], tuple]
+) -> RoleGroup:
+    """A started group for ``role`` ('rollout', 'reward' or 'reference') of role class ``cls``."""
+    section = getattr(config, role)
+    group = RoleGroup(
+        cls,
+        role,
+        run_tag(config),
+        (section.num_cpus, section.num_gpus, section.placement),
+        make_args,
+    )
+    group.add(section.num_workers)
+    return group
+
+
+def control_actor(config: Config) -> Any:
+    """The run's named control actor (``control/RUN_NAME`` in the rayrlhf namespace).
+
+    Fails when a run of the same name is already live on this cluster: `rayrlhf scale` would not
+    know which one it talks to.
+    """
+    name = f"control/{config.run.name}"
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return (
+            ray.remote(TrainerControl).options(name=name, namespace=NAMESPACE, num_cpus=0).remote()
         )
-        for i in range(start, start + n)
-    ]
+    raise RuntimeError(f"a run named {config.run.name!r} is already live on this cluster")
 
 
-def reward_actors(config: Config) -> list[Any]:
-    """``reward.num_workers`` reward actors."""
-    rc = config.reward
-    device = "cuda" if rc.num_gpus > 0 else "cpu"
-    return [
-        _actor(RewardWorker, f"{_run_name(config)}/reward-{i}", rc.num_cpus, rc.num_gpus).remote(
-            rc, device
-        )
-        for i in range(rc.num_workers)
-    ]
-
-
-def reference_actors(config: Config) -> list[Any]:
-    """``reference.num_workers`` reference actors."""
-    rc = config.reference
-    return [
-        _actor(
-            ReferenceWorker, f"{_run_name(config)}/reference-{i}", rc.num_cpus, rc.num_gpus
-        ).remote(config)
-        for i in range(rc.num_workers)
-    ]
+def find_control(run_name: str) -> Any:
+    """The control actor of the live run ``run_name`` (for `rayrlhf scale`)."""
+    try:
+        return ray.get_actor(f"control/{run_name}", namespace=NAMESPACE)
+    except ValueError:
+        raise LookupError(f"no live run named {run_name!r} on this cluster") from None
 
 
 class LearnerGroup:
     """``learner.num_ranks`` Learner actors forming one torch.distributed group."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, cls: type = Learner) -> None:
         lc = config.learner
-        self.actors = [
-            _actor(Learner, f"{_run_name(config)}/learner-{r}", lc.num_cpus, lc.num_gpus).remote(
-                config, r
-            )
-            for r in range(lc.num_ranks)
-        ]
+        self.group = RoleGroup(
+            cls,
+            "learner",
+            run_tag(config),
+            (lc.num_cpus, lc.num_gpus, lc.placement),
+            lambda rank: (config, rank),
+        )
+        self.actors = self.group.add(lc.num_ranks)
         addr, port = ray.get(self.actors[0].rendezvous_address.remote(lc.master_port))
         # Setup (process group, model loading, engines) runs while the caller starts other roles.
         self._setup = [a.setup.remote(addr, port) for a in self.actors]
@@ -131,3 +227,7 @@ class LearnerGroup:
     def policy_checksums(self) -> list[float]:
         """Each rank's sum of the full policy parameters: equal when the ranks agree."""
         return ray.get([a.policy_checksum.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        """Stop the ranks and free their placement group."""
+        self.group.shutdown()

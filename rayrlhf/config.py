@@ -35,6 +35,7 @@ def _expand_path(value: str | None) -> str | None:
 
 
 PathStr = Annotated[str, AfterValidator(_expand_path)]
+Placement = Literal["pack", "spread"]
 
 
 class ConfigError(ValueError):
@@ -82,7 +83,9 @@ class DataConfig(_Section):
 class RolloutConfig(_Section):
     """Rollout workers: generation with the current policy."""
 
-    num_workers: int = Field(1, ge=1, description="Rollout actors; independent of learner ranks.")
+    num_workers: int = Field(
+        1, ge=1, description="Rollout actors at start; independent of learner ranks, resizable."
+    )
     prompts_per_step: int = Field(16, ge=1, description="Prompts generated per PPO step.")
     chunk_size: int = Field(8, ge=1, description="Prompts per generate call (the unit of work).")
     max_prompt_tokens: int = Field(64, ge=1, description="Longer prompts keep their last tokens.")
@@ -91,6 +94,9 @@ class RolloutConfig(_Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per rollout actor.")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per rollout actor (fractions allowed).")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
 
 
 class RewardConfig(_Section):
@@ -106,6 +112,9 @@ class RewardConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Pairs scored per model forward.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reward actor.")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reward actor (fractions allowed).")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_scorer(self) -> RewardConfig:
@@ -120,6 +129,9 @@ class ReferenceConfig(_Section):
     num_workers: int = Field(1, ge=1, description="Reference actors.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reference actor.")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reference actor.")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
 
 
 class LearnerConfig(_Section):
@@ -143,6 +155,9 @@ class LearnerConfig(_Section):
     micro_batch_size: int = Field(8, ge=1, description="Samples per forward on one rank.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per learner rank.")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per learner rank.")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
     master_port: int = Field(0, ge=0, le=65535, description="torch.distributed port; 0 = free.")
 
     @model_validator(mode="after")

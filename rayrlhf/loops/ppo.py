@@ -8,11 +8,14 @@ One step::
     ref_lp  = reference_worker[i % F].logprobs(rollout_i)      → ref
     metrics = learners.train(shard r = chunks r, r+L, ...)     (ranks fetch their refs)
     weights = learners.policy_weights()                        → ref, loaded by every rollout worker
+
+Between steps the trainer applies resize requests (`set_rollout_workers`, or `rayrlhf scale`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,28 @@ from rayrlhf.buffer import ChunkRefs, ExperienceBuffer, SampleState
 from rayrlhf.config import Config, to_dict
 from rayrlhf.data.prompts import PromptSource, load_prompts
 from rayrlhf.metrics import RunLogger
+from rayrlhf.roles.learner import Learner
+from rayrlhf.roles.reference import ReferenceWorker
+from rayrlhf.roles.reward import RewardWorker
+from rayrlhf.roles.rollout import RolloutWorker
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The class that plays each role (benchmarks swap in simulated ones)."""
+
+    rollout: type = RolloutWorker
+    reward: type = RewardWorker
+    reference: type = ReferenceWorker
+    learner: type = Learner
 
 
 class PPOTrainer:
     """Builds the actor groups for a config and runs PPO steps."""
 
-    def __init__(self, config: Config, run_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, config: Config, run_dir: str | Path | None = None, roles: Roles = Roles()
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir or Path(config.run.output_dir) / config.run.name)
         prompts, self.data_report = load_prompts(
@@ -36,13 +55,23 @@ class PPOTrainer:
         )
         self.prompts = PromptSource(prompts, config.run.seed)
         cluster.ensure_ray(config)
-        self.learners = cluster.LearnerGroup(config)
-        self.rollout = cluster.rollout_actors(config)
-        self.reward = cluster.reward_actors(config)
-        self.reference = cluster.reference_actors(config)
+        self.control = cluster.control_actor(config)
+        # `rayrlhf scale` finds the Ray this run uses (perhaps one it started itself) here.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "ray_address").write_text(ray.get_runtime_context().gcs_address)
+        self.learners = cluster.LearnerGroup(config, roles.learner)
+        self.rollout = cluster.role_group(config, roles.rollout, "rollout", lambda i: (config, i))
+        device = "cuda" if config.reward.num_gpus > 0 else "cpu"
+        self.reward = cluster.role_group(
+            config, roles.reward, "reward", lambda i: (config.reward, device)
+        )
+        self.reference = cluster.role_group(
+            config, roles.reference, "reference", lambda i: (config,)
+        )
         self.learners.wait_ready()
         self.buffer = ExperienceBuffer()
         self.policy_version = 0
+        self.weights: ray.ObjectRef | None = None  # the newest synced weights, for new workers
         self.step = 0
 
     def run(self, num_steps: int | None = None) -> list[dict[str, Any]]:
@@ -52,10 +81,20 @@ class PPOTrainer:
         history = []
         try:
             for _ in range(n):
+                requested = ray.get(self.control.take_request.remote())
+                if requested is not None:
+                    self.set_rollout_workers(requested)
                 metrics = self.train_step()
                 samples = metrics.pop("samples_text", [])
                 logger.log(self.step, metrics, samples)
                 history.append(metrics)
+                self.control.report.remote(
+                    {
+                        "step": self.step,
+                        "policy_version": self.policy_version,
+                        "rollout_workers": len(self.rollout.actors),
+                    }
+                )
         finally:
             logger.close()
         return history
@@ -65,10 +104,13 @@ class PPOTrainer:
         t0 = time.perf_counter()
         cfg = self.config.rollout
         chunks = self.prompts.step_chunks(self.step, cfg.prompts_per_step, cfg.chunk_size)
+        # Chunks are dealt over the workers alive now: a resize rebalances the next step.
+        rollout_actors = self.rollout.actors
+        reward_actors, reference_actors = self.reward.actors, self.reference.actors
         for i, chunk in enumerate(chunks):
-            rollout = self.rollout[i % len(self.rollout)].generate.remote(chunk)
-            scores = self.reward[i % len(self.reward)].score.remote(rollout)
-            reference = self.reference[i % len(self.reference)].logprobs.remote(rollout)
+            rollout = rollout_actors[i % len(rollout_actors)].generate.remote(chunk)
+            scores = reward_actors[i % len(reward_actors)].score.remote(rollout)
+            reference = reference_actors[i % len(reference_actors)].logprobs.remote(rollout)
             self.buffer.add(ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference))
         metrics = self.learners.train(self.buffer.shards(self.config.learner.num_ranks))
         trained = self.buffer.mark_trained()
@@ -84,6 +126,7 @@ class PPOTrainer:
                 "throughput/tokens_per_s": metrics["tokens/response"] / (t_end - t0),
                 "buffer/trained_total": self.buffer.count(SampleState.TRAINED),
                 "data/prompts_skipped": self.data_report.skipped,
+                "rollout/workers": len(rollout_actors),
             }
         )
         return metrics
@@ -91,16 +134,39 @@ class PPOTrainer:
     def sync_weights(self) -> None:
         """Every rollout worker loads the learner's newest weights before generating again."""
         self.policy_version += 1
-        weights = self.learners.policy_weights()
+        self.weights = self.learners.policy_weights()
+        self._load_weights(self.rollout.actors)
+
+    def _load_weights(self, workers: list[Any]) -> None:
+        if self.weights is None:  # version 0: workers loaded the initial policy themselves
+            return
         versions = ray.get(
-            [w.load_weights.remote(weights, self.policy_version) for w in self.rollout]
+            [w.load_weights.remote(self.weights, self.policy_version) for w in workers]
         )
         if set(versions) != {self.policy_version}:
             raise RuntimeError(
                 f"rollout workers report versions {versions}, expected {self.policy_version}"
             )
 
+    def set_rollout_workers(self, count: int) -> None:
+        """Resize the rollout role to ``count`` workers between steps.
+
+        New workers load the current weights before they generate; removed workers are the newest
+        ones and hold no unfinished chunk (a step's chunks are all trained before this runs).
+        """
+        if count < 1:
+            raise ValueError(f"rollout worker count must be at least 1, got {count}")
+        if self.buffer.pending:
+            raise RuntimeError("resize requested while a step's chunks are in flight")
+        current = len(self.rollout.actors)
+        if count > current:
+            self._load_weights(self.rollout.add(count - current))
+        elif count < current:
+            self.rollout.remove(current - count)
+
     def shutdown(self) -> None:
-        """Stop this trainer's actors (Ray itself keeps running)."""
-        for actor in [*self.learners.actors, *self.rollout, *self.reward, *self.reference]:
-            ray.kill(actor)
+        """Stop this trainer's actors and placement groups (Ray itself keeps running)."""
+        for group in (self.rollout, self.reward, self.reference):
+            group.shutdown()
+        self.learners.shutdown()
+        ray.kill(self.control)

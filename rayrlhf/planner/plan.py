@@ -9,7 +9,7 @@ with ``num_gpus: 0.5`` when one is left). Figures are bytes; see :mod:`rayrlhf.p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from rayrlhf.planner import memory as m
@@ -43,25 +43,30 @@ class Workload:
 
 @dataclass(frozen=True)
 class Placement:
-    """GPUs per role; ``shared`` = reference and reward share one GPU (0.5 each)."""
+    """GPUs per role; ``shared``: reference and reward share one GPU (0.5 each); ``spread``: the
+    learner ranks are spread evenly over the nodes (``learner.placement: spread``) instead of
+    packed onto the first ones."""
 
     learner: int
     rollout: int
     reference: int
     reward: int
     shared: bool = False
+    spread: bool = False
 
-    def roles_by_gpu(self) -> list[str]:
-        """One role name per GPU in packing order (node 0 first)."""
-        other = (
-            ["reference+reward"]
-            if self.shared
-            else (["reference"] * self.reference + ["reward"] * self.reward)
-        )
-        return ["learner"] * self.learner + ["rollout"] * self.rollout + other
+    def roles_on_node0(self, cluster: Cluster) -> list[str]:
+        """The roles of node 0's GPUs (the busiest node: learner rank 0 and weight sync)."""
+        other = ["reference+reward"] if self.shared else ["reference"] * self.reference
+        other += [] if self.shared else ["reward"] * self.reward
+        n = cluster.gpus_per_node
+        ranks = -(-self.learner // cluster.nodes) if self.spread else self.learner
+        ranks = min(ranks, n)
+        return (["learner"] * ranks + ["rollout"] * self.rollout + other)[:n]
 
 
-def place(cluster: Cluster, learner: int, rollout: int, reward_model: bool) -> Placement:
+def place(
+    cluster: Cluster, learner: int, rollout: int, reward_model: bool, spread: bool = False
+) -> Placement:
     """Split the cluster's GPUs; raises ValueError when a role gets none."""
     left = cluster.gpus - learner - rollout
     if learner < 1 or rollout < 1 or left < 1:
@@ -70,10 +75,10 @@ def place(cluster: Cluster, learner: int, rollout: int, reward_model: bool) -> P
             "at least one GPU for reference/reward"
         )
     if not reward_model:  # a reward function runs on CPU
-        return Placement(learner, rollout, left, 0)
+        return Placement(learner, rollout, left, 0, spread=spread)
     if left == 1:
-        return Placement(learner, rollout, 1, 1, shared=True)
-    return Placement(learner, rollout, (left + 1) // 2, left // 2)
+        return Placement(learner, rollout, 1, 1, shared=True, spread=spread)
+    return Placement(learner, rollout, (left + 1) // 2, left // 2, spread=spread)
 
 
 @dataclass
@@ -140,11 +145,9 @@ def learner_row(
         )
         for ck in (False, True)
     }
-    row = LearnerRow(stage, offload, states, acts)
     used = sum(states.values())
-    for ck in (False, True):
-        states_ck = used + acts[ck]
-        row.total[ck] = m.with_overhead(states_ck)[1]
+    total = {ck: m.with_overhead(used + acts[ck])[1] for ck in (False, True)}
+    row = LearnerRow(stage, offload, states, acts, total)
     # No zero.Init: DeepSpeed casts each model to bf16 and moves all of it onto the GPU before
     # partitioning; the value engine is built while the policy's states already sit there.
     pol_resident = sum(pol.values()) - pol["live"] - pol["grad32"]
@@ -164,7 +167,7 @@ def learner_cpu_bytes(
     states plus the still unpartitioned fp32 value model. Steady: offloaded states plus weight
     sync (rank 0's gathered bf16 weights, their object-store copy, one per rollout worker there).
     """
-    on_node = plc.roles_by_gpu()[: cluster.gpus_per_node]
+    on_node = plc.roles_on_node0(cluster)
     r = on_node.count("learner")
     both = shape.params + shape.value_params
     pol16 = m.BF16 * shape.params
@@ -269,20 +272,16 @@ def search(
     cluster: Cluster,
     work: Workload,
     stages: list[int],
+    spread: bool = False,
 ) -> tuple[Placement, tuple] | None:
     """Another learner/rollout split that fits (least offload first, then most learner GPUs)."""
     best = None
     for lrn in range(cluster.gpus - 2, 0, -1):
         for ro in range(1, cluster.gpus - lrn):
-            plc = place(cluster, lrn, ro, reward is not None)
+            plc = place(cluster, lrn, ro, reward is not None, spread)
             fit = plan(shape, reward, cluster, work, plc, stages)["fitting"]
             if fit:
                 key = (m.OFFLOADS.index(fit[0][0].offload), fit[0][1])
                 if best is None or key < best[0]:
                     best = (key, plc, fit[0])
     return None if best is None else (best[1], best[2])
-
-
-def placement_dict(plc: Placement) -> dict[str, Any]:
-    """Plain data for JSON output."""
-    return asdict(plc)

@@ -95,7 +95,8 @@ def verdict(
         lines.append(
             f"VERDICT: {shape.name} ({shape.params / 1e9:.2f}B) trains with PPO on {hw} with "
             f"{_name(row)}, gradient checkpointing {'on' if ck else 'off'}: learner on "
-            f"{plc.learner} GPUs ({row.total[ck] / m.GIB:.1f} GiB/GPU, start-up "
+            f"{plc.learner} GPUs{' spread over the nodes' if plc.spread else ''} "
+            f"({row.total[ck] / m.GIB:.1f} GiB/GPU, start-up "
             f"{row.init_peak / m.GIB:.1f}), {roles}; CPU RAM on node 0 "
             f"{row.cpu_node / m.GIB:.0f} of {cl.cpu_mem_gib:g} GiB."
         )
@@ -103,7 +104,8 @@ def verdict(
             lines.append("  Only fits with CPU offload: no configuration without offload fits.")
         also = [_name(r, c) for r, c in p["fitting"][1:]]
         if also:
-            lines.append("  Also fits: " + "; ".join(also))
+            more = f"; and {len(also) - 4} more (table)" if len(also) > 4 else ""
+            lines.append("  Also fits: " + "; ".join(also[:4]) + more)
     else:
         lines.append(f"VERDICT: {shape.name} does NOT fit on {hw} with this placement ({roles}).")
         if not p["others_fit"]:
@@ -186,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--cpu-mem-gb", type=float, default=1024.0, help="GiB of RAM per node")
     ap.add_argument("--learner-gpus", type=int, default=None, help="default: half the GPUs")
     ap.add_argument("--rollout-gpus", type=int, default=None, help="default: half the rest")
+    ap.add_argument(
+        "--spread-learner",
+        action="store_true",
+        help="learner ranks spread evenly over nodes (learner.placement: spread); default: packed",
+    )
     ap.add_argument("--micro-batch", type=int, default=1, help="training sequences per GPU")
     ap.add_argument("--seq-len", type=int, default=1024, help="prompt + response tokens")
     ap.add_argument("--rollout-batch", type=int, default=16, help="sequences per generate call")
@@ -211,18 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = shape_of(args.model)
         rname = args.reward_model or args.model
-        reward = None if rname == "none" else shape_of(rname)
+        reward = None if rname == "none" else shape if rname == args.model else shape_of(rname)
         cl = Cluster(args.nodes, args.gpus_per_node, args.gpu_mem_gb, args.cpu_mem_gb)
-        lrn = args.learner_gpus or max(1, cl.gpus // 2)
-        ro = args.rollout_gpus or max(1, (cl.gpus - lrn) // 2)
-        plc = place(cl, lrn, ro, reward is not None)
+        lrn = args.learner_gpus if args.learner_gpus is not None else max(1, cl.gpus // 2)
+        ro = args.rollout_gpus if args.rollout_gpus is not None else max(1, (cl.gpus - lrn) // 2)
+        plc = place(cl, lrn, ro, reward is not None, args.spread_learner)
     except (ValueError, OSError) as err:
         print(f"rayrlhf plan: {err}", file=sys.stderr)
         return 2
     work = Workload(args.micro_batch, args.seq_len, args.rollout_batch, args.flash_attention)
     stages = sorted(set(args.zero_stage or [0, 1, 2, 3]))
     p = plan(shape, reward, cl, work, plc, stages)
-    alt = None if p["fitting"] else search(shape, reward, cl, work, stages)
+    alt = None if p["fitting"] else search(shape, reward, cl, work, stages, args.spread_learner)
     lines = verdict(p, cl, shape, plc, alt)
     if args.json:
         print(json.dumps(to_json(p, cl, work, shape, reward, plc, lines), indent=1))

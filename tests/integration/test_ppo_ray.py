@@ -103,7 +103,7 @@ def test_zero3_ranks_stay_consistent_and_sync_reaches_rollout(wide_run):
     trainer, history = wide_run
     learner_sums = trainer.learners.policy_checksums()
     assert learner_sums[0] == pytest.approx(learner_sums[1], rel=0, abs=1e-9)
-    rollout_sums = ray.get([w.weights_checksum.remote() for w in trainer.rollout])
+    rollout_sums = ray.get([w.weights_checksum.remote() for w in trainer.rollout.actors])
     for s in rollout_sums:
         assert s == pytest.approx(learner_sums[0], abs=1e-6)
     assert all(m["loss/value"] > 0 for m in history)
@@ -111,7 +111,7 @@ def test_zero3_ranks_stay_consistent_and_sync_reaches_rollout(wide_run):
 
 def test_rollout_workers_generate_with_the_version_they_report(wide_run):
     trainer, history = wide_run
-    versions = ray.get([w.get_policy_version.remote() for w in trainer.rollout])
+    versions = ray.get([w.get_policy_version.remote() for w in trainer.rollout.actors])
     assert versions == [trainer.policy_version] * 2 == [3, 3]
     # Freshly synced weights: the learner's recomputed log-probs match the behaviour ones.
     assert all(m["rollout/logprob_mismatch"] < 1e-4 for m in history)

@@ -1,0 +1,170 @@
+"""The memory planner against DeepSpeed's own estimators, the 20B verdict, and its JSON output.
+
+Meta device only: shapes are counted without weights, so the whole file takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from rayrlhf.planner import main
+from rayrlhf.planner import memory as m
+from rayrlhf.planner.plan import Cluster, Workload, place, plan
+from rayrlhf.planner.shapes import PRESETS, shape_of
+
+# DeepSpeed picks its accelerator at first import; this machine has no GPU.
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+BUFFER = 1.5  # DeepSpeed's additional_buffer_factor default, applied to its CPU figures only
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """Every preset's shape (the 20B one takes ~1 s on the meta device)."""
+    return {name: shape_of(name) for name in PRESETS}
+
+
+def _states(params, largest, n_ranks, stage, offload, sub_group=m.SUB_GROUP_SIZE):
+    return m.model_state_bytes(params, largest, n_ranks, stage, offload, sub_group)
+
+
+def _close(ours: float, theirs: float) -> bool:
+    # int() truncation on either side: a few bytes on figures of up to hundreds of GB.
+    return abs(ours - theirs) <= max(64, 1e-9 * abs(theirs))
+
+
+@pytest.mark.parametrize("params", [134_515_008, 1_235_814_400, 6_738_415_616, 20_554_567_680])
+@pytest.mark.parametrize("gpus", [1, 4, 8])
+@pytest.mark.parametrize("cpu_offload", [False, True])
+def test_zero2_model_states_match_deepspeed(params, gpus, cpu_offload):
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    ds_cpu, ds_gpu = estimate_zero2_model_states_mem_needs(
+        params, gpus, 1, cpu_offload, additional_buffer_factor=BUFFER
+    )
+    offload = "optimizer" if cpu_offload else "none"
+    s = _states(params, 0, gpus, 2, offload)
+    # DeepSpeed: 2Ψ bf16 weights + 18Ψ/N = (2 bf16 grads + 12 K) of the paper + 4 fp32 grads.
+    assert _close(s["weights16"] + s["grads16"] + s["optim"] + s["grad32"], ds_gpu)
+    assert s["live"] == 0
+    # CPU: the buffer factor times the larger of loading (each process holds the model in fp32,
+    # no zero.Init at stage 2) and the offloaded optimizer states + fp32 gradients.
+    load = m.load_cpu_bytes(params, 0, gpus, m.FP32, zero_init=False)
+    off = m.offload_cpu_bytes(params, offload, gpus, gpus)
+    assert _close(BUFFER * max(load, off), ds_cpu)
+
+
+@pytest.mark.parametrize("preset", ["smollm2-135m", "llama-1b", "llama-7b", "gpt-neox-20b"])
+@pytest.mark.parametrize(("nodes", "gpus"), [(1, 1), (1, 8), (2, 8), (4, 4)])
+@pytest.mark.parametrize(
+    ("cpu_offload", "cpu_offload_params"), [(False, False), (True, False), (True, True)]
+)
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_zero3_model_states_match_deepspeed(
+    shapes, preset, nodes, gpus, cpu_offload, cpu_offload_params, zero_init
+):
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    shape = shapes[preset]
+    p, ll, n = shape.params, shape.largest_layer, nodes * gpus
+    ds_cpu, ds_gpu, ds_live = estimate_zero3_model_states_mem_needs(
+        p, ll, gpus, nodes, cpu_offload, cpu_offload_params, zero_init, BUFFER
+    )
+    offload = {
+        (False, False): "none",
+        (True, False): "optimizer",
+        (True, True): "optimizer+params",
+    }[(cpu_offload, cpu_offload_params)]
+    # A sub-group as large as the partition: DeepSpeed's estimate makes the fp32 grads at once.
+    s = _states(p, ll, n, 3, offload, sub_group=p)
+    assert s["live"] == ds_live == 4 * ll  # gathered bf16 weights + grads of the largest layer
+    ours = s["live"] + s["weights16"] + s["grads16"] + s["optim"] + s["grad32"]
+    if offload == "none":
+        # DeepSpeed's stage-3 figure is live + 18Ψ/N: 2 bf16 weights + 16 (4 fp32 master + 8 Adam
+        # + 4 fp32 grads); it leaves out the 2-byte bf16 gradient partition we count.
+        assert s["grads16"] == m.BF16 * (p // n)
+        ours -= s["grads16"]
+    assert _close(ours, ds_gpu)
+    # CPU: zero.Init loads one layer per process, without it the whole fp32 model; DeepSpeed
+    # takes the larger of that and the offloaded states only without zero.Init.
+    load = m.load_cpu_bytes(p, ll, gpus, m.FP32, zero_init)
+    off = m.offload_cpu_bytes(p, offload, gpus, n)
+    expected = off if (zero_init and offload != "none") else max(load, off)
+    assert _close(BUFFER * expected, ds_cpu)
+
+
+def test_paper_split_is_16_bytes_per_param():
+    # Stage 0, no sharding: 2 + 2 + 12 of the ZeRO paper, plus DeepSpeed's fp32 gradients.
+    s = _states(1000, 0, 1, 0, "none")
+    assert (s["weights16"], s["grads16"], s["optim"], s["grad32"]) == (2000, 2000, 12000, 4000)
+    z3 = _states(8000, 10, 8, 3, "none")
+    assert z3["weights16"] + z3["grads16"] + z3["optim"] == 16 * 1000
+    with pytest.raises(ValueError):
+        _states(1000, 0, 1, 2, "optimizer+params")
+
+
+def test_activation_and_kv_formulas_by_hand():
+    s, b, h, a, layers, vocab = 8, 2, 16, 4, 3, 10
+    layer = s * b * h * (34 + 5 * a * s / h)
+    logits = s * b * vocab * 10
+    assert m.activation_bytes(s, b, h, a, layers, vocab, False) == layers * layer + logits
+    assert m.activation_bytes(s, b, h, a, layers, vocab, True) == (
+        layers * 2 * s * b * h + layer + logits
+    )
+    assert m.kv_cache_bytes(layers, 2, 8, b, s) == 2 * layers * 2 * 8 * 2 * b * s
+
+
+def test_20b_preset_has_about_20_5b_params(shapes):
+    neox = shapes["gpt-neox-20b"]
+    assert abs(neox.params - 20.5e9) / 20.5e9 < 0.01
+    # The value model drops the untied LM head and adds a scalar head.
+    assert neox.value_params == neox.params - neox.vocab * neox.hidden + neox.hidden + 1
+    assert neox.largest_layer == neox.vocab * neox.hidden  # an embedding: ZeRO-3's live term
+    assert abs(shapes["smollm2-135m"].params - 134.5e6) / 134.5e6 < 0.01  # tied, counted once
+
+
+def test_local_folder_matches_preset(tmp_path, shapes):
+    PRESETS["smollm2-135m"]().save_pretrained(tmp_path)
+    local = shape_of(str(tmp_path))
+    assert local.params == shapes["smollm2-135m"].params
+    assert (local.kv_heads, local.head_dim) == (3, 64)
+
+
+def _plan_20b(shapes, stages=(0, 1, 2, 3)):
+    cluster = Cluster(nodes=1, gpus_per_node=8, gpu_mem_gib=80)
+    placement = place(cluster, learner=4, rollout=2, reward_model=True)
+    neox = shapes["gpt-neox-20b"]
+    return cluster, plan(neox, neox, cluster, Workload(), placement, list(stages))
+
+
+def test_20b_on_8x80_fits_only_with_zero3_offload(shapes):
+    cluster, p = _plan_20b(shapes)
+    assert p["others_fit"] and p["fitting"]
+    row, ckpt = p["fitting"][0]
+    assert (row.stage, row.offload) == (3, "optimizer")
+    gpu, cpu = cluster.gpu_mem_gib * m.GIB, cluster.cpu_mem_gib * m.GIB
+    assert row.fits(ckpt, gpu, cpu) and row.total[True] < row.total[False]
+    # Honest: nothing without offload fits, and ZeRO-0 is far over.
+    assert all(r.offload != "none" for r, _ in p["fitting"])
+    zero0 = next(r for r in p["rows"] if r.stage == 0)
+    assert not zero0.fits(True, gpu, cpu) and zero0.total[True] > 5 * gpu
+
+
+def test_main_prints_verdict_and_json_parses(capsys, shapes):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "VERDICT: gpt-neox-20b" in out and "ZeRO-3 offload=optimizer" in out
+    assert "ZeRO-0 offload=none +ckpt" in out and "DOES NOT FIT" in out
+    assert main(["--model", "llama-1b", "--reward-model", "none", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"]["name"] == "llama-1b" and data["reward_model"] is None
+    assert data["best"]["offload"] == "none"  # 1B needs no offload on 80 GiB
+    assert {r["stage"] for r in data["learner"]} == {0, 1, 2, 3}
+
+
+def test_main_rejects_bad_input(capsys):
+    assert main(["--model", "no-such-model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["--model", "smollm2-135m", "--learner-gpus", "8"]) == 2
