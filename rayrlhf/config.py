@@ -171,6 +171,17 @@ class LearnerConfig(_Section):
         return self
 
 
+class WeightSyncConfig(_Section):
+    """How new policy weights reach the rollout workers after each update."""
+
+    method: Literal["object_store", "broadcast"] = Field(
+        "object_store",
+        description="object_store: a state dict by reference; broadcast: buckets over a "
+        "gloo/nccl group of learner rank 0 and the rollout workers.",
+    )
+    bucket_mb: float = Field(64.0, gt=0.0, description="Flat bucket size for broadcast (MiB).")
+
+
 class PPOConfig(_Section):
     """PPO and KL-penalty hyper-parameters (names as in the papers)."""
 
@@ -200,6 +211,7 @@ class Config(_Section):
     reference: ReferenceConfig = ReferenceConfig()
     learner: LearnerConfig = LearnerConfig()
     ppo: PPOConfig = PPOConfig()
+    weight_sync: WeightSyncConfig = WeightSyncConfig()
 
     @model_validator(mode="after")
     def _batch_shapes(self) -> Config:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -94,19 +95,35 @@ def build_engine(model: nn.Module, lr: float, cfg: LearnerConfig) -> Any:
     return engine
 
 
-def gather_state_dict(engine: Any, zero_stage: int, keep: bool) -> dict[str, torch.Tensor]:
-    """Full parameters of ``engine.module`` on CPU; a collective under ZeRO-3, so every rank calls.
+def iter_full_params(engine: Any, zero_stage: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, full parameter)`` of ``engine.module`` one at a time, in module order.
 
-    Parameters are gathered one at a time so that no rank ever holds two full copies of the model.
-    Only ranks with ``keep`` build the dict; the others return an empty one.
+    Under ZeRO-3 each parameter is gathered for the duration of its yield: a collective, so every
+    rank must iterate to the end, and the consumer must copy what it keeps before advancing.
+    One parameter at a time means no rank ever holds two full copies of the model.
     """
-    ds = _deepspeed("cpu" if not torch.cuda.is_available() else "cuda")
-    out: dict[str, torch.Tensor] = {}
+    import deepspeed  # imported by build_engine already; the accelerator is set
+
     for name, param in engine.module.named_parameters():
         if zero_stage == 3:
-            with ds.zero.GatheredParameters([param], modifier_rank=None):
-                if keep:
-                    out[name] = param.data.detach().cpu().clone()
-        elif keep:
-            out[name] = param.data.detach().cpu().clone()
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                yield name, param.data
+        else:
+            yield name, param.data
+
+
+def full_shapes(engine: Any) -> list[torch.Size]:
+    """Full shapes of ``engine.module``'s parameters in module order (ZeRO-3 keeps them aside)."""
+    return [getattr(p, "ds_shape", p.shape) for p in engine.module.parameters()]
+
+
+def gather_state_dict(engine: Any, zero_stage: int, keep: bool) -> dict[str, torch.Tensor]:
+    """Full parameters of ``engine.module`` on CPU (see :func:`iter_full_params`).
+
+    Only ranks with ``keep`` build the dict; the others take part in the gathers and return {}.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, full in iter_full_params(engine, zero_stage):
+        if keep:
+            out[name] = full.detach().cpu().clone()
     return out

@@ -1,13 +1,24 @@
-"""Learner → rollout weight transport: a full state dict through the Ray object store.
+"""Learner → rollout weight transport, two ways.
 
-The learner's rank 0 returns the gathered weights from a Ray task; Ray keeps the result in the
-object store and the driver hands only its reference to every rollout worker, which loads it here.
+- ``object_store``: learner rank 0 returns the gathered state dict from a Ray task; Ray keeps it
+  in the object store and every rollout worker fetches it by reference
+  (:func:`load_full_state_dict`).
+- ``broadcast``: learner rank 0 and the R rollout workers form their own torch.distributed group
+  (gloo on CPU, nccl on GPU; separate from the learners' group) and rank 0 broadcasts the weights
+  in flat buckets of ``bucket_mb``. Both sides cut buckets by the same rule over the same
+  parameter order, so only the bucket payloads travel.
 """
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Iterable, Iterator
+
 import torch
+import torch.distributed as dist
 from torch import nn
+
+GROUP_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -31,3 +42,98 @@ def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
                     f"weight sync shape mismatch for {name}: {src.shape} vs {param.shape}"
                 )
             param.copy_(src.to(param.device, param.dtype))
+
+
+class BroadcastGroup:
+    """A process group of learner rank 0 (group rank 0) and the rollout workers (ranks 1..R)."""
+
+    def __init__(self, backend: str, host: str, port: int, rank: int, world_size: int) -> None:
+        store = dist.TCPStore(host, port, world_size, rank == 0, timeout=GROUP_TIMEOUT)
+        if backend == "gloo":
+            self.pg = dist.ProcessGroupGloo(store, rank, world_size, GROUP_TIMEOUT)
+        else:
+            self.pg = dist.ProcessGroupNCCL(store, rank, world_size)
+        self.rank, self.world_size = rank, world_size
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        """Broadcast ``tensor`` in place from group rank 0."""
+        opts = dist.BroadcastOptions()
+        opts.rootRank = 0
+        self.pg.broadcast([tensor], opts).wait()
+
+
+def _buckets(
+    params: Iterable[tuple[str, torch.Tensor]], itemsize: int, bucket_bytes: int
+) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Group ``params`` in order; a bucket closes once it holds ``bucket_bytes`` or more."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in params:
+        bucket.append((name, tensor))
+        size += tensor.numel() * itemsize
+        if size >= bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+    if bucket:
+        yield bucket
+
+
+def _signature(shapes: list[torch.Size], device: torch.device) -> torch.Tensor:
+    # Parameter count and total elements: a cheap check that both sides hold the same model.
+    return torch.tensor([len(shapes), sum(s.numel() for s in shapes)], dtype=torch.long).to(device)
+
+
+def broadcast_params(
+    group: BroadcastGroup,
+    params: Iterable[tuple[str, torch.Tensor]],
+    shapes: list[torch.Size],
+    dtype: torch.dtype,
+    bucket_bytes: int,
+    device: torch.device,
+) -> int:
+    """Send full parameters (in module order) from group rank 0; returns the bytes sent.
+
+    ``params`` may be a generator that gathers each ZeRO-3 shard as it goes: a parameter is copied
+    into the bucket before the generator moves on.
+    """
+    group.broadcast(_signature(shapes, device))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    # Copy each parameter as it is yielded: a ZeRO-3 gather is released when the generator moves
+    # on, and its memory may be reused.
+    copied = (
+        (n, t.detach().reshape(-1).to(device=device, dtype=dtype, copy=True)) for n, t in params
+    )
+    sent = 0
+    for chunk in _buckets(copied, itemsize, bucket_bytes):
+        flat = torch.cat([t for _, t in chunk])
+        group.broadcast(flat)
+        sent += flat.numel() * itemsize
+    return sent
+
+
+def receive_params(
+    group: BroadcastGroup, model: nn.Module, bucket_bytes: int, device: torch.device
+) -> int:
+    """Receive broadcast parameters into ``model`` (the sender's order and bucket rule)."""
+    own = list(model.named_parameters())
+    signature = _signature([p.shape for _, p in own], device)
+    theirs = torch.zeros_like(signature)
+    group.broadcast(theirs)
+    if not torch.equal(theirs, signature):
+        raise ValueError(
+            f"weight sync mismatch: learner sends {theirs.tolist()} (params, elements), "
+            f"this rollout model has {signature.tolist()}"
+        )
+    dtype = own[0][1].dtype
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    received = 0
+    with torch.no_grad():
+        for chunk in _buckets(own, itemsize, bucket_bytes):
+            flat = torch.empty(sum(p.numel() for _, p in chunk), dtype=dtype, device=device)
+            group.broadcast(flat)
+            offset = 0
+            for _, param in chunk:
+                param.copy_(flat[offset : offset + param.numel()].view_as(param))
+                offset += param.numel()
+            received += flat.numel() * itemsize
+    return received

@@ -69,6 +69,9 @@ class PPOTrainer:
             config, roles.reference, "reference", lambda i: (config,)
         )
         self.learners.wait_ready()
+        self.sync_bytes = 0
+        if config.weight_sync.method == "broadcast":
+            self._form_sync_group()
         self.buffer = ExperienceBuffer()
         self.policy_version = 0
         self.weights: ray.ObjectRef | None = None  # the newest synced weights, for new workers
@@ -127,6 +130,7 @@ class PPOTrainer:
                 "buffer/trained_total": self.buffer.count(SampleState.TRAINED),
                 "data/prompts_skipped": self.data_report.skipped,
                 "rollout/workers": len(rollout_actors),
+                "sync/bytes": self.sync_bytes,
             }
         )
         return metrics
@@ -134,15 +138,44 @@ class PPOTrainer:
     def sync_weights(self) -> None:
         """Every rollout worker loads the learner's newest weights before generating again."""
         self.policy_version += 1
-        self.weights = self.learners.policy_weights()
-        self._load_weights(self.rollout.actors)
+        if self.config.weight_sync.method == "broadcast":
+            self._broadcast()
+        else:
+            self.weights = self.learners.policy_weights()
+            self._load_weights(self.rollout.actors)
+            # The size is object-store metadata: the driver never fetches the weights.
+            info = ray.experimental.get_object_locations([self.weights])[self.weights]
+            self.sync_bytes = info.get("object_size") or 0
 
     def _load_weights(self, workers: list[Any]) -> None:
-        if self.weights is None:  # version 0: workers loaded the initial policy themselves
+        if self.weights is None or not workers:  # at version 0 workers hold the initial policy
             return
-        versions = ray.get(
-            [w.load_weights.remote(self.weights, self.policy_version) for w in workers]
+        self._check_versions(
+            ray.get([w.load_weights.remote(self.weights, self.policy_version) for w in workers])
         )
+
+    def _form_sync_group(self) -> None:
+        """(Re)build the broadcast group: learner rank 0 plus the rollout workers alive now."""
+        rank0, workers = self.learners.actors[0], self.rollout.actors
+        host, port = ray.get(rank0.rendezvous_address.remote(0))
+        world = len(workers) + 1
+        ray.get(
+            [
+                rank0.join_sync_group.remote(host, port, world),
+                *(
+                    w.join_sync_group.remote(host, port, i + 1, world)
+                    for i, w in enumerate(workers)
+                ),
+            ]
+        )
+
+    def _broadcast(self) -> None:
+        sends = [a.broadcast_policy.remote() for a in self.learners.actors]
+        receives = [w.receive_weights.remote(self.policy_version) for w in self.rollout.actors]
+        self._check_versions(ray.get(receives))
+        self.sync_bytes = ray.get(sends)[0]
+
+    def _check_versions(self, versions: list[int]) -> None:
         if set(versions) != {self.policy_version}:
             raise RuntimeError(
                 f"rollout workers report versions {versions}, expected {self.policy_version}"
@@ -159,10 +192,17 @@ class PPOTrainer:
         if self.buffer.pending:
             raise RuntimeError("resize requested while a step's chunks are in flight")
         current = len(self.rollout.actors)
-        if count > current:
-            self._load_weights(self.rollout.add(count - current))
-        elif count < current:
+        if count == current:
+            return
+        added = self.rollout.add(count - current) if count > current else []
+        if count < current:
             self.rollout.remove(current - count)
+        if self.config.weight_sync.method == "broadcast":
+            self._form_sync_group()
+            if added and self.policy_version > 0:
+                self._broadcast()  # the current version again, now reaching the new workers
+        else:
+            self._load_weights(added)
 
     def shutdown(self) -> None:
         """Stop this trainer's actors and placement groups (Ray itself keeps running)."""

@@ -22,9 +22,22 @@ from rayrlhf.algos.losses import policy_loss, value_loss
 from rayrlhf.algos.masking import masked_mean, masked_whiten
 from rayrlhf.buffer import fetch
 from rayrlhf.config import Config
-from rayrlhf.engine import build_engine, gather_state_dict, init_distributed
+from rayrlhf.engine import (
+    build_engine,
+    full_shapes,
+    gather_state_dict,
+    init_distributed,
+    iter_full_params,
+)
 from rayrlhf.experience import RolloutBatch, join_chunks
-from rayrlhf.models import load_policy, load_value_model, response_logprobs, response_values
+from rayrlhf.models import (
+    DTYPES,
+    load_policy,
+    load_value_model,
+    response_logprobs,
+    response_values,
+)
+from rayrlhf.weight_sync import BroadcastGroup, broadcast_params
 
 
 class NonFiniteError(FloatingPointError):
@@ -309,6 +322,32 @@ class Learner:
         """Sum of the full policy parameters (collective); equal on every rank when consistent."""
         sd = gather_state_dict(self.policy, self.config.learner.zero_stage, keep=True)
         return float(sum(t.double().sum() for t in sd.values()))
+
+    def join_sync_group(self, host: str, port: int, world_size: int) -> int:
+        """Rank 0 only: become rank 0 of the weight broadcast group with the rollout workers."""
+        backend = "gloo" if self.config.learner.device == "cpu" else "nccl"
+        self.sync_group = BroadcastGroup(backend, host, port, 0, world_size)
+        return world_size
+
+    def broadcast_policy(self) -> int:
+        """Broadcast the full policy to the rollout workers; every rank calls (ZeRO-3 gathers).
+
+        Returns the bytes sent (0 on ranks other than 0, which only take part in the gathers).
+        """
+        stage = self.config.learner.zero_stage
+        params = iter_full_params(self.policy, stage)
+        if self.rank != 0:
+            for _ in params:
+                pass
+            return 0
+        return broadcast_params(
+            self.sync_group,
+            params,
+            full_shapes(self.policy),
+            DTYPES[self.config.learner.precision],  # the rollout workers' dtype
+            int(self.config.weight_sync.bucket_mb * 2**20),
+            self.device,
+        )
 
     def get_policy_version(self) -> int:
         """The version the next update will be built on (the rollouts it expects)."""

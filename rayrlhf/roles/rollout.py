@@ -11,7 +11,7 @@ from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
 from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.weight_sync import load_full_state_dict
+from rayrlhf.weight_sync import BroadcastGroup, load_full_state_dict, receive_params
 
 
 class RolloutWorker:
@@ -30,6 +30,8 @@ class RolloutWorker:
         self.model.eval().requires_grad_(False)  # never trained here; weights come from sync
         self.policy_version = 0
         self.seed = config.run.seed
+        self.bucket_bytes = int(config.weight_sync.bucket_mb * 2**20)
+        self.sync_group: BroadcastGroup | None = None
 
     def get_policy_version(self) -> int:
         """The version of the weights this worker generates with now."""
@@ -38,6 +40,20 @@ class RolloutWorker:
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """Replace the policy weights with the learner's version ``version``; returns it."""
         load_full_state_dict(self.model, state_dict)
+        self.policy_version = version
+        return version
+
+    def join_sync_group(self, host: str, port: int, rank: int, world_size: int) -> int:
+        """Join the weight broadcast group as ``rank`` (learner rank 0 is group rank 0)."""
+        backend = "gloo" if self.device.type == "cpu" else "nccl"
+        self.sync_group = BroadcastGroup(backend, host, port, rank, world_size)
+        return rank
+
+    def receive_weights(self, version: int) -> int:
+        """Receive the learner's broadcast of version ``version``; returns it."""
+        if self.sync_group is None:
+            raise RuntimeError("receive_weights before join_sync_group")
+        receive_params(self.sync_group, self.model, self.bucket_bytes, self.device)
         self.policy_version = version
         return version
 

@@ -1,4 +1,4 @@
-"""Rollout workers resized mid-run (1 → 3 → 2), by the trainer call and by `rayrlhf scale`."""
+"""Rollout workers resized mid-run (1 → 3 → 2), by `rayrlhf scale` and by the trainer call."""
 
 from __future__ import annotations
 
@@ -17,13 +17,35 @@ def _alive(prefix: str, role: str) -> int:
     return sum(n.startswith(prefix) and f"/{role}-" in n for n in names)
 
 
-def test_resize_one_three_two_generates_each_prompt_once(ray_local, make_config, tmp_path, capsys):
+def _assert_rollout_holds_learner_weights(trainer: PPOTrainer) -> None:
+    learner_sum = trainer.learners.policy_checksums()[0]
+    sums = ray.get([w.weights_checksum.remote() for w in trainer.rollout.actors])
+    assert sums == pytest.approx([learner_sum] * len(sums), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "sync",
+    [
+        ("weight_sync.method=object_store",),
+        (
+            "weight_sync.method=broadcast",
+            "weight_sync.bucket_mb=0.05",  # several buckets for the tiny model
+            "learner.num_ranks=2",
+            "learner.zero_stage=3",
+        ),
+    ],
+    ids=["object_store", "broadcast-zero3"],
+)
+def test_resize_one_three_two_generates_each_prompt_once(
+    ray_local, make_config, tmp_path, capsys, sync
+):
     cfg = make_config(
         "run.name=resize",
         "rollout.prompts_per_step=12",
         "rollout.chunk_size=2",
         "learner.minibatch_size=12",
-        "learner.micro_batch_size=6",
+        "learner.micro_batch_size=2",
+        *sync,
     )
     trainer = PPOTrainer(cfg, tmp_path / "run")
     prefix = f"{cfg.run.name}-"
@@ -36,19 +58,23 @@ def test_resize_one_three_two_generates_each_prompt_once(ray_local, make_config,
         assert "requested 3 rollout workers" in capsys.readouterr().out
         history += trainer.run(1)
         counts.append(_alive(prefix, "rollout"))
-        new_versions = ray.get([w.get_policy_version.remote() for w in trainer.rollout.actors])
+        versions = ray.get([w.get_policy_version.remote() for w in trainer.rollout.actors])
+        _assert_rollout_holds_learner_weights(trainer)
         trainer.set_rollout_workers(2)  # the trainer call
         history += trainer.run(1)
         counts.append(_alive(prefix, "rollout"))
+        _assert_rollout_holds_learner_weights(trainer)
         assert cli_main(["scale", "no-such-run", "--rollout-workers", "2"]) == 2
     finally:
         trainer.shutdown()
 
     assert counts == [1, 3, 2]
     assert [m["rollout/workers"] for m in history] == [1, 3, 2]
-    assert new_versions == [2, 2, 2]  # added workers got the current weights before generating
+    assert versions == [2, 2, 2]
     # Every prompt of every step generated and trained exactly once: 3 steps x 12 sample ids.
     assert trainer.buffer.count(SampleState.TRAINED) == 36
     assert sorted(trainer.buffer.ledger) == sorted(f"{s}-{i}" for s in range(3) for i in range(12))
-    # Chunk-seeded sampling: workers that joined generate what the old ones would have.
+    # Added workers had the current weights before generating: their behaviour log-probs match
+    # the learner's (and the learner refuses samples of an older version outright).
     assert all(m["rollout/logprob_mismatch"] < 1e-4 for m in history)
+    assert all(m["sync/bytes"] > 0 for m in history)
