@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -79,6 +80,28 @@ def deepspeed_config(cfg: LearnerConfig, lr: float) -> dict[str, Any]:
             "params": {"lr": lr, "weight_decay": cfg.weight_decay, "betas": [0.9, 0.999]},
         }
     return ds
+
+
+@contextmanager
+def partitioned_loading(cfg: LearnerConfig, lr: float) -> Iterator[None]:
+    """Under ZeRO-3, models loaded with ``from_pretrained`` inside are built partitioned.
+
+    Transformers wraps construction in ``deepspeed.zero.Init`` while an ``HfDeepSpeedConfig`` is
+    alive, and loads each checkpoint tensor straight into its shards: no rank ever materialises
+    the full model, which is what lets 20B-parameter models start on 80 GB GPUs.
+    """
+    if cfg.zero_stage != 3:
+        yield
+        return
+    _deepspeed(cfg.device)
+    from transformers.integrations import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    alive = HfDeepSpeedConfig(deepspeed_config(cfg, lr))  # transformers keeps only a weakref
+    try:
+        yield
+    finally:
+        del alive
+        unset_hf_deepspeed_config()
 
 
 def build_engine(model: nn.Module, lr: float, cfg: LearnerConfig) -> Any:

@@ -28,6 +28,7 @@ from rayrlhf.engine import (
     gather_state_dict,
     init_distributed,
     iter_full_params,
+    partitioned_loading,
 )
 from rayrlhf.experience import RolloutBatch, join_chunks
 from rayrlhf.models import (
@@ -77,8 +78,9 @@ class Learner:
         lc = self.config.learner
         torch.manual_seed(self.config.run.seed)  # identical value-head init on every rank
         init_distributed(lc.device, master_addr, master_port, self.rank, self.world_size)
-        policy = load_policy(self.config.model.policy, "fp32")
-        value = load_value_model(self.config.value_path, "fp32")
+        with partitioned_loading(lc, lc.policy_lr):
+            policy = load_policy(self.config.model.policy, "fp32")
+            value = load_value_model(self.config.value_path, "fp32")
         if lc.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
             value.backbone.gradient_checkpointing_enable()
