@@ -148,22 +148,33 @@ def learner_row(
     used = sum(states.values())
     total = {ck: m.with_overhead(used + acts[ck])[1] for ck in (False, True)}
     row = LearnerRow(stage, offload, states, acts, total)
-    # No zero.Init: DeepSpeed casts each model to bf16 and moves all of it onto the GPU before
-    # partitioning; the value engine is built while the policy's states already sit there.
-    pol_resident = sum(pol.values()) - pol["live"] - pol["grad32"]
-    start = max(m.BF16 * shape.params, pol_resident + m.BF16 * shape.value_params)
+    if stage == 3:
+        # zero.Init (rayrlhf.engine.partitioned_loading): both models are built already
+        # partitioned, so start-up never exceeds the steady model states.
+        start = used
+    else:
+        # Without zero.Init DeepSpeed casts each model to bf16 and moves all of it onto the GPU
+        # before partitioning; the value engine is built while the policy's states sit there.
+        pol_resident = sum(pol.values()) - pol["live"] - pol["grad32"]
+        start = max(m.BF16 * shape.params, pol_resident + m.BF16 * shape.value_params)
     row.init_peak = m.with_overhead(start)[1]
-    row.cpu_node = learner_cpu_bytes(shape, reward, cluster, plc, offload)
+    row.cpu_node = learner_cpu_bytes(shape, reward, cluster, plc, offload, zero_init=stage == 3)
     return row
 
 
 def learner_cpu_bytes(
-    shape: ModelShape, reward: ModelShape | None, cluster: Cluster, plc: Placement, offload: str
+    shape: ModelShape,
+    reward: ModelShape | None,
+    cluster: Cluster,
+    plc: Placement,
+    offload: str,
+    zero_init: bool = False,
 ) -> int:
     """CPU bytes on node 0 (the busiest): the worst of load, engine build and steady state.
 
-    Load: every learner rank holds fp32 policy + value (rayrlhf loads both before DeepSpeed, no
-    zero.Init) while the node's other actors load bf16 copies. Build: the policy's offloaded
+    Load: every learner rank holds fp32 policy + value (below ZeRO-3; under ZeRO-3 zero.Init
+    builds them partitioned, one layer at a time) while the node's other actors load bf16
+    copies. Build: the policy's offloaded
     states plus the still unpartitioned fp32 value model. Steady: offloaded states plus weight
     sync (rank 0's gathered bf16 weights, their object-store copy, one per rollout worker there).
     """
@@ -178,10 +189,13 @@ def learner_cpu_bytes(
         "reward": rew16,
         "reference+reward": pol16 + rew16,
     }
-    load = m.load_cpu_bytes(both, 0, r, m.FP32, zero_init=False)
+    largest = shape.largest_layer + shape.value_largest_layer
+    load = m.load_cpu_bytes(both, largest, r, m.FP32, zero_init=zero_init)
     load += sum(copies.get(x, 0) for x in on_node)
     build = m.offload_cpu_bytes(shape.params, offload, r, plc.learner)
-    build += m.load_cpu_bytes(shape.value_params, 0, r, m.FP32, zero_init=False)
+    build += m.load_cpu_bytes(
+        shape.value_params, shape.value_largest_layer, r, m.FP32, zero_init=zero_init
+    )
     sync = (2 + on_node.count("rollout")) * pol16
     steady = m.offload_cpu_bytes(both, offload, r, plc.learner) + sync
     return max(load, build, steady)
