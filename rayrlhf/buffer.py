@@ -55,6 +55,7 @@ class ExperienceBuffer:
     def __init__(self) -> None:
         self.ledger: dict[str, SampleState] = {}
         self.pending: list[ChunkRefs] = []
+        self.trained_total = 0  # kept as a count: scanning the ledger each step grows with the run
 
     def add(self, chunk: ChunkRefs) -> None:
         """Record a dispatched chunk; a sample id seen before is an error (no double counting)."""
@@ -84,6 +85,7 @@ class ExperienceBuffer:
                 self.ledger[sid] = SampleState.TRAINED
                 n += 1
         self.pending = []
+        self.trained_total += n
         return n
 
     def count(self, state: SampleState) -> int:

@@ -12,13 +12,63 @@
 from __future__ import annotations
 
 import datetime
+import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 GROUP_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+@dataclass
+class FlatWeights:
+    """Full parameters in one contiguous byte buffer, plus where each tensor lies in it.
+
+    Ray keeps a numpy buffer in shared memory and hands it to every worker on the node without a
+    copy; a dict of torch tensors is pickled and rebuilt tensor by tensor in every worker.
+    """
+
+    buffer: np.ndarray  # (total_bytes,) uint8
+    index: list[tuple[str, torch.Size, int]]  # (name, shape, byte offset), in module order
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the payload in bytes."""
+        return int(self.buffer.nbytes)
+
+
+def flatten_params(
+    params: Iterable[tuple[str, torch.Tensor]], shapes: list[torch.Size], dtype: torch.dtype
+) -> FlatWeights:
+    """Copy full parameters (a generator may gather each as it goes) into one flat buffer."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    buffer = np.empty(sum(s.numel() for s in shapes) * itemsize, dtype=np.uint8)
+    index, offset = [], 0
+    for (name, tensor), shape in zip(params, shapes, strict=True):
+        nbytes = shape.numel() * itemsize
+        view = torch.from_numpy(buffer[offset : offset + nbytes]).view(dtype)
+        view.copy_(tensor.detach().reshape(-1).to("cpu", dtype))
+        index.append((name, shape, offset))
+        offset += nbytes
+    return FlatWeights(buffer, index, dtype)
+
+
+def unflatten_params(flat: FlatWeights) -> dict[str, torch.Tensor]:
+    """Read-only tensor views into ``flat.buffer`` by name (no copy)."""
+    itemsize = torch.empty((), dtype=flat.dtype).element_size()
+    with warnings.catch_warnings():
+        # The buffer Ray hands over is read-only; these views are only ever read from.
+        warnings.simplefilter("ignore", UserWarning)
+        base = torch.from_numpy(flat.buffer)
+    return {
+        name: base[off : off + shape.numel() * itemsize].view(flat.dtype).view(shape)
+        for name, shape, off in flat.index
+    }
 
 
 def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:

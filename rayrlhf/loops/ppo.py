@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from rayrlhf import cluster
-from rayrlhf.buffer import ChunkRefs, ExperienceBuffer, SampleState
+from rayrlhf.buffer import ChunkRefs, ExperienceBuffer
 from rayrlhf.config import Config, to_dict
 from rayrlhf.data.prompts import PromptSource, load_prompts
 from rayrlhf.metrics import RunLogger
@@ -127,7 +127,7 @@ class PPOTrainer:
                 "time/step": t_end - t0,
                 "throughput/samples_per_s": trained / (t_end - t0),
                 "throughput/tokens_per_s": metrics["tokens/response"] / (t_end - t0),
-                "buffer/trained_total": self.buffer.count(SampleState.TRAINED),
+                "buffer/trained_total": self.buffer.trained_total,
                 "data/prompts_skipped": self.data_report.skipped,
                 "rollout/workers": len(rollout_actors),
                 "sync/bytes": self.sync_bytes,

@@ -38,7 +38,7 @@ from rayrlhf.models import (
     response_logprobs,
     response_values,
 )
-from rayrlhf.weight_sync import BroadcastGroup, broadcast_params
+from rayrlhf.weight_sync import BroadcastGroup, FlatWeights, broadcast_params, flatten_params
 
 
 class NonFiniteError(FloatingPointError):
@@ -315,10 +315,19 @@ class Learner:
 
     # ---- weights --------------------------------------------------------------------------------
 
-    def policy_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Full policy weights on rank 0 (None elsewhere); every rank must call it (ZeRO-3)."""
-        sd = gather_state_dict(self.policy, self.config.learner.zero_stage, keep=self.rank == 0)
-        return sd if self.rank == 0 else None
+    def policy_state_dict(self) -> FlatWeights | None:
+        """Full policy weights in the rollout dtype on rank 0 (None elsewhere).
+
+        Every rank must call it: under ZeRO-3 the parameters are gathered collectively.
+        """
+        params = iter_full_params(self.policy, self.config.learner.zero_stage)
+        if self.rank != 0:
+            for _ in params:
+                pass
+            return None
+        return flatten_params(
+            params, full_shapes(self.policy), DTYPES[self.config.learner.precision]
+        )
 
     def policy_checksum(self) -> float:
         """Sum of the full policy parameters (collective); equal on every rank when consistent."""

@@ -11,7 +11,13 @@ from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
 from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.weight_sync import BroadcastGroup, load_full_state_dict, receive_params
+from rayrlhf.weight_sync import (
+    BroadcastGroup,
+    FlatWeights,
+    load_full_state_dict,
+    receive_params,
+    unflatten_params,
+)
 
 
 class RolloutWorker:
@@ -37,9 +43,11 @@ class RolloutWorker:
         """The version of the weights this worker generates with now."""
         return self.policy_version
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
+    def load_weights(self, weights: FlatWeights | dict[str, torch.Tensor], version: int) -> int:
         """Replace the policy weights with the learner's version ``version``; returns it."""
-        load_full_state_dict(self.model, state_dict)
+        if isinstance(weights, FlatWeights):
+            weights = unflatten_params(weights)
+        load_full_state_dict(self.model, weights)
         self.policy_version = version
         return version
 

@@ -12,6 +12,7 @@ import ray
 import torch
 
 from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.weight_sync import unflatten_params
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def _train(make_config, tmp_path, ranks: int, zero_stage: int) -> dict[str, torc
     trainer = PPOTrainer(cfg, tmp_path / f"eq{ranks}")
     try:
         history = trainer.run()
-        weights = ray.get(trainer.learners.policy_weights())
+        weights = unflatten_params(ray.get(trainer.learners.policy_weights()))
     finally:
         trainer.shutdown()
     return {"history": history, "weights": weights}
