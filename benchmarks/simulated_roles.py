@@ -35,6 +35,8 @@ from rayrlhf.config import Config, RewardConfig
 from rayrlhf.experience import PromptChunk, ReferenceLogprobs, Rollout, Scores, join_chunks
 from rayrlhf.weight_sync import FlatWeights, flatten_params, unflatten_params
 
+H2D_BYTES_PER_S = 25e9  # PCIe 4 x16 host-to-device, roughly
+
 ENV = {
     "latency_s": "RAYRLHF_SIM_LATENCY_S",
     "response_tokens": "RAYRLHF_SIM_RESPONSE_TOKENS",
@@ -83,8 +85,15 @@ class SimRolloutWorker:
         return self.policy_version
 
     def load_weights(self, weights: FlatWeights, version: int) -> int:
-        """Copy the learner's weights out of the shared buffer, as a real worker's params would."""
-        self.params = {n: t.clone() for n, t in unflatten_params(weights).items()}
+        """Map the learner's weights from the object store, then model the copy into params.
+
+        The fetch and the zero-copy views are real (that is the object store's share). The copy
+        into the worker's own parameters is worker-local device work (a host-to-GPU copy on a real
+        cluster), so like generation it is simulated: a sleep at H2D_BYTES_PER_S. Done for real,
+        32 workers would memcpy 32 copies on this machine's 2 shared cores.
+        """
+        views = unflatten_params(weights)
+        time.sleep(sum(v.numel() * v.element_size() for v in views.values()) / H2D_BYTES_PER_S)
         self.policy_version = version
         return version
 
