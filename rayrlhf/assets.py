@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -18,8 +17,8 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
-    """Where converted models live: ``$RAYRLHF_CACHE`` or ``~/.cache/rayrlhf``."""
-    return Path(os.environ.get("RAYRLHF_CACHE", Path.home() / ".cache" / "rayrlhf"))
+    """Where converted models live: ``~/.cache/rayrlhf`` (the path the demo config names)."""
+    return Path.home() / ".cache" / "rayrlhf"
 
 
 def package_dir(package: str) -> Path:
