@@ -8,6 +8,7 @@ The learner group forms one torch.distributed group across its ranks.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -170,6 +171,18 @@ def control_actor(config: Config) -> Any:
             ray.remote(TrainerControl).options(name=name, namespace=NAMESPACE, num_cpus=0).remote()
         )
     raise RuntimeError(f"a run named {config.run.name!r} is already live on this cluster")
+
+
+def release_control(config: Config, control: Any, timeout_s: float = 10.0) -> None:
+    """Kill the run's control actor and wait until its name is free for the next run."""
+    ray.kill(control)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(f"control/{config.run.name}", namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.05)
 
 
 def find_control(run_name: str) -> Any:

@@ -209,4 +209,4 @@ class PPOTrainer:
         for group in (self.rollout, self.reward, self.reference):
             group.shutdown()
         self.learners.shutdown()
-        ray.kill(self.control)
+        cluster.release_control(self.config, self.control)
