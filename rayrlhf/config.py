@@ -160,6 +160,11 @@ class LearnerConfig(_Section):
     )
     master_port: int = Field(0, ge=0, le=65535, description="torch.distributed port; 0 = free.")
 
+    @property
+    def backend(self) -> str:
+        """torch.distributed backend for ``device``: gloo on cpu, nccl on cuda."""
+        return "gloo" if self.device == "cpu" else "nccl"
+
     @model_validator(mode="after")
     def _device_fits(self) -> LearnerConfig:
         if self.device == "cpu" and self.precision == "fp16":

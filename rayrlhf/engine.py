@@ -29,26 +29,24 @@ def _deepspeed(device: str) -> Any:
     return deepspeed
 
 
-def init_distributed(
-    device: str, master_addr: str, master_port: int, rank: int, world_size: int
-) -> None:
-    """Join the learners' torch.distributed group (gloo on cpu, nccl on cuda)."""
+def init_distributed(cfg: LearnerConfig, master_addr: str, master_port: int, rank: int) -> None:
+    """Join the learners' torch.distributed group of ``cfg.num_ranks`` (``cfg.backend``)."""
     os.environ.update(
         MASTER_ADDR=master_addr,
         MASTER_PORT=str(master_port),
         RANK=str(rank),
-        WORLD_SIZE=str(world_size),
+        WORLD_SIZE=str(cfg.num_ranks),
         # Ray gives each learner actor its own GPU through CUDA_VISIBLE_DEVICES: always device 0.
         LOCAL_RANK="0",
         LOCAL_WORLD_SIZE="1",
     )
-    if device == "cuda":
+    if cfg.device == "cuda":
         torch.cuda.set_device(0)
-    _deepspeed(device).init_distributed(
-        dist_backend="gloo" if device == "cpu" else "nccl",
+    _deepspeed(cfg.device).init_distributed(
+        dist_backend=cfg.backend,
         auto_mpi_discovery=False,
         rank=rank,
-        world_size=world_size,
+        world_size=cfg.num_ranks,
         init_method=f"tcp://{master_addr}:{master_port}",
     )
 
@@ -138,15 +136,3 @@ def iter_full_params(engine: Any, zero_stage: int) -> Iterator[tuple[str, torch.
 def full_shapes(engine: Any) -> list[torch.Size]:
     """Full shapes of ``engine.module``'s parameters in module order (ZeRO-3 keeps them aside)."""
     return [getattr(p, "ds_shape", p.shape) for p in engine.module.parameters()]
-
-
-def gather_state_dict(engine: Any, zero_stage: int, keep: bool) -> dict[str, torch.Tensor]:
-    """Full parameters of ``engine.module`` on CPU (see :func:`iter_full_params`).
-
-    Only ranks with ``keep`` build the dict; the others take part in the gathers and return {}.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for name, full in iter_full_params(engine, zero_stage):
-        if keep:
-            out[name] = full.detach().cpu().clone()
-    return out

@@ -46,7 +46,7 @@ def flatten_params(
     params: Iterable[tuple[str, torch.Tensor]], shapes: list[torch.Size], dtype: torch.dtype
 ) -> FlatWeights:
     """Copy full parameters (a generator may gather each as it goes) into one flat buffer."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     buffer = np.empty(sum(s.numel() for s in shapes) * itemsize, dtype=np.uint8)
     index, offset = [], 0
     for (name, tensor), shape in zip(params, shapes, strict=True):
@@ -60,7 +60,7 @@ def flatten_params(
 
 def unflatten_params(flat: FlatWeights) -> dict[str, torch.Tensor]:
     """Read-only tensor views into ``flat.buffer`` by name (no copy)."""
-    itemsize = torch.empty((), dtype=flat.dtype).element_size()
+    itemsize = flat.dtype.itemsize
     with warnings.catch_warnings():
         # The buffer Ray hands over is read-only; these views are only ever read from.
         warnings.simplefilter("ignore", UserWarning)
@@ -103,7 +103,6 @@ class BroadcastGroup:
             self.pg = dist.ProcessGroupGloo(store, rank, world_size, GROUP_TIMEOUT)
         else:
             self.pg = dist.ProcessGroupNCCL(store, rank, world_size)
-        self.rank, self.world_size = rank, world_size
 
     def broadcast(self, tensor: torch.Tensor) -> None:
         """Broadcast ``tensor`` in place from group rank 0."""
@@ -147,7 +146,7 @@ def broadcast_params(
     into the bucket before the generator moves on.
     """
     group.broadcast(_signature(shapes, device))
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     # Copy each parameter as it is yielded: a ZeRO-3 gather is released when the generator moves
     # on, and its memory may be reused.
     copied = (
@@ -175,7 +174,7 @@ def receive_params(
             f"this rollout model has {signature.tolist()}"
         )
     dtype = own[0][1].dtype
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     received = 0
     with torch.no_grad():
         for chunk in _buckets(own, itemsize, bucket_bytes):

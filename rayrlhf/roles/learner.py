@@ -12,6 +12,7 @@ import math
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -25,7 +26,6 @@ from rayrlhf.config import Config
 from rayrlhf.engine import (
     build_engine,
     full_shapes,
-    gather_state_dict,
     init_distributed,
     iter_full_params,
     partitioned_loading,
@@ -77,7 +77,7 @@ class Learner:
         """Join the process group and build the DeepSpeed engines; returns this rank."""
         lc = self.config.learner
         torch.manual_seed(self.config.run.seed)  # identical value-head init on every rank
-        init_distributed(lc.device, master_addr, master_port, self.rank, self.world_size)
+        init_distributed(lc, master_addr, master_port, self.rank)
         with partitioned_loading(lc, lc.policy_lr):
             policy = load_policy(self.config.model.policy, "fp32")
             value = load_value_model(self.config.value_path, "fp32")
@@ -315,15 +315,25 @@ class Learner:
 
     # ---- weights --------------------------------------------------------------------------------
 
+    def _full_policy(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return iter_full_params(self.policy, self.config.learner.zero_stage)
+
+    def _rank0_full_policy(self) -> Iterator[tuple[str, torch.Tensor]] | None:
+        """The full parameters on rank 0; elsewhere None, after taking part in every gather."""
+        params = self._full_policy()
+        if self.rank == 0:
+            return params
+        for _ in params:
+            pass
+        return None
+
     def policy_state_dict(self) -> FlatWeights | None:
         """Full policy weights in the rollout dtype on rank 0 (None elsewhere).
 
         Every rank must call it: under ZeRO-3 the parameters are gathered collectively.
         """
-        params = iter_full_params(self.policy, self.config.learner.zero_stage)
-        if self.rank != 0:
-            for _ in params:
-                pass
+        params = self._rank0_full_policy()
+        if params is None:
             return None
         return flatten_params(
             params, full_shapes(self.policy), DTYPES[self.config.learner.precision]
@@ -331,13 +341,11 @@ class Learner:
 
     def policy_checksum(self) -> float:
         """Sum of the full policy parameters (collective); equal on every rank when consistent."""
-        sd = gather_state_dict(self.policy, self.config.learner.zero_stage, keep=True)
-        return float(sum(t.double().sum() for t in sd.values()))
+        return float(sum(t.double().sum() for _, t in self._full_policy()))
 
     def join_sync_group(self, host: str, port: int, world_size: int) -> int:
         """Rank 0 only: become rank 0 of the weight broadcast group with the rollout workers."""
-        backend = "gloo" if self.config.learner.device == "cpu" else "nccl"
-        self.sync_group = BroadcastGroup(backend, host, port, 0, world_size)
+        self.sync_group = BroadcastGroup(self.config.learner.backend, host, port, 0, world_size)
         return world_size
 
     def broadcast_policy(self) -> int:
@@ -345,11 +353,8 @@ class Learner:
 
         Returns the bytes sent (0 on ranks other than 0, which only take part in the gathers).
         """
-        stage = self.config.learner.zero_stage
-        params = iter_full_params(self.policy, stage)
-        if self.rank != 0:
-            for _ in params:
-                pass
+        params = self._rank0_full_policy()
+        if params is None:
             return 0
         return broadcast_params(
             self.sync_group,

@@ -37,6 +37,7 @@ class RolloutWorker:
         self.policy_version = 0
         self.seed = config.run.seed
         self.bucket_bytes = int(config.weight_sync.bucket_mb * 2**20)
+        self.backend = config.learner.backend
         self.sync_group: BroadcastGroup | None = None
 
     def get_policy_version(self) -> int:
@@ -53,8 +54,7 @@ class RolloutWorker:
 
     def join_sync_group(self, host: str, port: int, rank: int, world_size: int) -> int:
         """Join the weight broadcast group as ``rank`` (learner rank 0 is group rank 0)."""
-        backend = "gloo" if self.device.type == "cpu" else "nccl"
-        self.sync_group = BroadcastGroup(backend, host, port, rank, world_size)
+        self.sync_group = BroadcastGroup(self.backend, host, port, rank, world_size)
         return rank
 
     def receive_weights(self, version: int) -> int:
