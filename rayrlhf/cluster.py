@@ -157,13 +157,17 @@ def role_group(
     return group
 
 
+def _control_name(run_name: str) -> str:
+    return f"control/{run_name}"
+
+
 def control_actor(config: Config) -> Any:
     """The run's named control actor (``control/RUN_NAME`` in the rayrlhf namespace).
 
     Fails when a run of the same name is already live on this cluster: `rayrlhf scale` would not
     know which one it talks to.
     """
-    name = f"control/{config.run.name}"
+    name = _control_name(config.run.name)
     try:
         ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -179,7 +183,7 @@ def release_control(config: Config, control: Any, timeout_s: float = 10.0) -> No
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            ray.get_actor(f"control/{config.run.name}", namespace=NAMESPACE)
+            ray.get_actor(_control_name(config.run.name), namespace=NAMESPACE)
         except ValueError:
             return
         time.sleep(0.05)
@@ -188,7 +192,7 @@ def release_control(config: Config, control: Any, timeout_s: float = 10.0) -> No
 def find_control(run_name: str) -> Any:
     """The control actor of the live run ``run_name`` (for `rayrlhf scale`)."""
     try:
-        return ray.get_actor(f"control/{run_name}", namespace=NAMESPACE)
+        return ray.get_actor(_control_name(run_name), namespace=NAMESPACE)
     except ValueError:
         raise LookupError(f"no live run named {run_name!r} on this cluster") from None
 
