@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/control_plane.py [--workers 1 2 4 8 16 32] [--latency 0.5]
         [--chunks-per-worker 4] [--chunk-size 8] [--steps 3] [--weights-mb 50]
-        [--response-tokens 128] [--zero-copy-tensors] [--png /tmp/control_plane.png]
+        [--response-tokens 128] [--png /tmp/control_plane.png]
         [--set reward.num_workers=4 ...]
 
 Generation is NOT real: each rollout worker sleeps a fixed ``--latency`` per chunk and returns
@@ -18,10 +18,9 @@ the step time constant and samples/s linear in R; the fixed per-step costs that 
 (driver submission, learner fetch, weight sync to R workers) are what bend it. Efficiency is
 samples/s over R × (samples/s at the smallest R); the target is ≥ 0.8 up to 32 workers.
 
-``--zero-copy-tensors`` starts Ray with ``RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1`` (workers
-inherit it), so torch tensors in the weights are read from the object store without unpickling
-copies: a what-if for the weight sync. ``--set`` passes config overrides on, as ppo_step.py does;
-only ``weight_sync.method=object_store`` is simulated (the roles have no broadcast methods).
+``--set`` passes config overrides on, as ppo_step.py does; only
+``weight_sync.method=object_store`` is simulated (the roles have no broadcast methods).
+The table, PNG and bottleneck verdict are made by ``control_plane_report.py``.
 
 Stdout: a table, then one JSON line. The trainer's console lines go to stderr. One local Ray
 (started here with enough logical CPUs) serves every worker count; each trainer is shut down
@@ -43,6 +42,7 @@ from typing import Any
 
 import ray
 import simulated_roles  # benchmarks/ is sys.path[0] when this file runs as a script
+from control_plane_report import bottleneck, plot, print_table
 from ray import cloudpickle
 from simulated_roles import (
     SimLearner,
@@ -67,16 +67,6 @@ ROLES = Roles(
 )
 ACTOR_CPUS = 0.05  # logical CPUs per simulated actor: 32 sleeping workers share two cores
 PROMPT_WORDS = "the film was a quiet study of grief and memory set in a coastal town".split()
-# Per-step phases (seconds, means over the timed steps), in the order they happen.
-PHASES = {
-    "dispatch": "driver: step_chunks + submit generate/score/logprobs for every chunk",
-    "to_ready": "step start → every rollout, score and reference of the step is ready",
-    "gen_tail": "to_ready − chunks_per_worker × latency: call latency, queueing, scoring tail",
-    "fetch": "learner: ray.get of its shard (object transfer + deserialisation)",
-    "learn": "ready → driver has the learner's metrics (fetch, join, return)",
-    "weight_sync": "policy_state_dict → object store → load_weights on every rollout worker",
-    "loop": "between train_step calls: control mailbox, metrics logging, status report",
-}
 
 
 def make_config(
@@ -194,113 +184,6 @@ def measure(args: argparse.Namespace, workers: int, cfg: Config) -> dict[str, An
     }
 
 
-def bottleneck(rows: list[dict[str, Any]], gen_s: float) -> str:
-    """Which phase grew most from the smallest to the largest worker count, and by how much."""
-    first, last = rows[0], rows[-1]
-    # dispatch overlaps generation (workers start on the first chunks while the driver submits
-    # the rest): it is reported, but the overhead is split over the phases that do not overlap.
-    parts = ("gen_tail", "learn", "weight_sync", "loop")
-    growth = {p: last[f"{p}_s"] - first[f"{p}_s"] for p in parts}
-    worst = max(growth, key=lambda p: growth[p])
-    slope = growth[worst] / max(last["workers"] - first["workers"], 1)
-    # Efficiency vs linear is first period / last period: 0.8 allows 1.25 × the first period.
-    budget = 1.25 * first["period_s"]
-    shares = ", ".join(f"{p} {last[f'{p}_s']:.3f}s" for p in parts)
-    return (
-        f"at {last['workers']} workers a step takes {last['period_s']:.2f}s for {gen_s:.2f}s of "
-        f"simulated generation (overhead {last['overhead_s']:.2f}s: {shares}; driver dispatch "
-        f"{last['dispatch_s']:.3f}s, overlapped); 0.8 x linear allows {budget:.2f}s. Largest "
-        f"growth from {first['workers']} to {last['workers']} workers: {worst} "
-        f"+{growth[worst]:.3f}s (~{1000 * slope:.0f} ms per added worker)"
-    )
-
-
-def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    """The human-readable table on stdout."""
-    print(
-        f"control-plane scaling — generation SIMULATED: fixed {args.latency}s sleep per chunk of "
-        f"{args.chunk_size} prompts, {args.chunks_per_worker} chunks per worker per step, "
-        f"response {args.response_tokens} tokens, weights {args.weights_mb} MB; "
-        f"{args.steps} timed steps after 1 warm-up; real driver, buffer, object store; "
-        f"{os.cpu_count()} CPU cores shared by all actors"
-        + ("; RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1" if args.zero_copy_tensors else "")
-    )
-    cols = [
-        ("R", "workers", "{:>3d}"),
-        ("samples", "samples_per_step", "{:>7d}"),
-        ("samples/s", "samples_per_s", "{:>9.1f}"),
-        ("linear", "linear_samples_per_s", "{:>8.1f}"),
-        ("eff", "efficiency", "{:>5.2f}"),
-        ("bound", "bound_samples_per_s", "{:>7.1f}"),
-        ("eff_b", "efficiency_vs_bound", "{:>5.2f}"),
-        ("step_s", "period_s", "{:>6.3f}"),
-        ("dispatch", "dispatch_s", "{:>8.3f}"),
-        ("gen_tail", "gen_tail_s", "{:>8.3f}"),
-        ("fetch", "fetch_s", "{:>6.3f}"),
-        ("learn", "learn_s", "{:>6.3f}"),
-        ("wsync", "weight_sync_s", "{:>6.3f}"),
-        ("loop", "loop_s", "{:>6.3f}"),
-        ("warm_s", "warmup_step_s", "{:>6.1f}"),
-    ]
-    widths = [len(fmt.format(0 if "d}" in fmt else 0.0)) for _, _, fmt in cols]
-    print("  ".join(h.rjust(w) for (h, _, _), w in zip(cols, widths, strict=True)))
-    for row in rows:
-        print("  ".join(fmt.format(row[key]) for _, key, fmt in cols))
-    print(
-        "eff = samples/s ÷ (R × samples/s at R=" + str(rows[0]["workers"]) + "); "
-        "bound = R × chunk / latency (generation alone); step_s = logged step period"
-    )
-    for name, what in PHASES.items():
-        print(f"  {name}: {what}")
-
-
-def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
-    """samples/s vs rollout workers (log-log) with the linear line; efficiency on the right."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r = [row["workers"] for row in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    ax.plot(r, [row["samples_per_s"] for row in rows], "o-", label="measured samples/s")
-    ax.plot(r, [row["linear_samples_per_s"] for row in rows], "--", color="grey", label="linear")
-    ax.plot(
-        r, [row["bound_samples_per_s"] for row in rows], ":", color="black", label="latency bound"
-    )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xticks(r, [str(x) for x in r])
-    ax.set_xlabel("rollout workers")
-    ax.set_ylabel("samples / s")
-    eff = ax.twinx()
-    eff.plot(r, [row["efficiency"] for row in rows], "s-", color="tab:red", label="efficiency")
-    eff.axhline(0.8, color="tab:red", linestyle=":", linewidth=1, label="target 0.8")
-    eff.set_ylim(0, 1.1)
-    eff.set_ylabel("efficiency (vs linear)", color="tab:red")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    handles, labels = ax.get_legend_handles_labels()
-    eff_handles, eff_labels = eff.get_legend_handles_labels()
-    # Below the plot: inside it, the legend would sit on top of (or under) the curves.
-    fig.legend(
-        handles + eff_handles,
-        labels + eff_labels,
-        loc="lower center",
-        ncol=5,
-        fontsize=8,
-        frameon=False,
-    )
-    ax.set_title(
-        f"rayrlhf control plane, SIMULATED generation ({args.latency}s/chunk of "
-        f"{args.chunk_size}, {args.weights_mb:g} MB weights)",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Start one local Ray, measure every worker count in turn, stop Ray; returns the rows."""
     needed = max(args.workers) * ACTOR_CPUS + 3 * ACTOR_CPUS
@@ -341,11 +224,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after 1 warm-up")
     parser.add_argument("--weights-mb", type=float, default=50.0, help="simulated policy size")
     parser.add_argument("--response-tokens", type=int, default=128)
-    parser.add_argument(
-        "--zero-copy-tensors",
-        action="store_true",
-        help="start Ray with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 (what-if for weight sync)",
-    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument(
         "--png", type=Path, default=Path(tempfile.gettempdir()) / "control_plane.png"
@@ -356,8 +234,6 @@ def main() -> None:
 
     # Before Ray starts: every worker process inherits these (the roles read them at __init__).
     SimSettings(args.latency, args.response_tokens, args.weights_mb).export()
-    if args.zero_copy_tensors:
-        os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
     # Ray's log monitor prints (e.g. at shutdown) on stdout: stdout carries the table only.
     with contextlib.redirect_stdout(sys.stderr):
         rows = run_all(args)
@@ -383,7 +259,6 @@ def main() -> None:
                 "chunks_per_worker": args.chunks_per_worker,
                 "response_tokens": args.response_tokens,
                 "weights_mb": args.weights_mb,
-                "zero_copy_tensors": args.zero_copy_tensors,
                 "overrides": args.overrides,
                 "cpu_cores": os.cpu_count(),
                 "steps": args.steps,
