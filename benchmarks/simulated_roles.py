@@ -245,7 +245,3 @@ class SimLearner:
     def policy_checksum(self) -> float:
         """Sum of the simulated weights."""
         return float(sum(t.double().sum() for t in self.weights.values()))
-
-    def get_policy_version(self) -> int:
-        """The version the next update will be built on."""
-        return self.policy_version

@@ -364,7 +364,3 @@ class Learner:
             int(self.config.weight_sync.bucket_mb * 2**20),
             self.device,
         )
-
-    def get_policy_version(self) -> int:
-        """The version the next update will be built on (the rollouts it expects)."""
-        return self.policy_version
