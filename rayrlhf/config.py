@@ -70,6 +70,28 @@ class ModelConfig(_Section):
     tokenizer: PathStr | None = Field(None, description="HF tokenizer folder; default: policy.")
 
 
+TableFormat = Literal["auto", "jsonl", "csv", "parquet", "hf", "argilla"]
+
+
+class TableConfig(_Section):
+    """A table of training rows: JSONL, CSV, Parquet, a saved HF dataset, or an Argilla export.
+
+    ``columns`` maps our column names (``prompt``, ``response``, ``chosen``, ...) to the file's;
+    unmapped names are read as they are. ``auto`` picks the format from the file name
+    (a folder is a saved HF dataset).
+    """
+
+    path: PathStr = Field(..., min_length=1, description="File or folder holding the rows.")
+    format: TableFormat = Field("auto", description="auto: from the extension; folder = hf.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Our column name → the file's column name."
+    )
+    max_bad_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fail when more than this fraction of rows is malformed."
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N good rows.")
+
+
 class DataConfig(_Section):
     """The prompts PPO generates from."""
 
