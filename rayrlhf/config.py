@@ -139,9 +139,9 @@ class RewardConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _exactly_one_scorer(self) -> RewardConfig:
-        if (self.model is None) == (self.function is None):
-            raise ValueError("set exactly one of reward.model or reward.function")
+    def _one_scorer(self) -> RewardConfig:
+        if self.model is not None and self.function is not None:
+            raise ValueError("set exactly one of reward.model or reward.function, not both")
         return self
 
 
@@ -156,8 +156,8 @@ class ReferenceConfig(_Section):
     )
 
 
-class LearnerConfig(_Section):
-    """The DeepSpeed learner ranks holding policy and value model."""
+class EngineConfig(_Section):
+    """DeepSpeed learner ranks: process group, ZeRO, precision, batch shape (every stage)."""
 
     num_ranks: int = Field(1, ge=1, description="Learner actors in one torch.distributed group.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu uses gloo, cuda uses nccl.")
@@ -168,11 +168,8 @@ class LearnerConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30% more compute."
     )
-    policy_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Policy AdamW learning rate.")
-    value_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Value AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
-    ppo_epochs: int = Field(1, ge=1, description="Passes over each step's experience.")
     minibatch_size: int = Field(8, ge=1, description="Samples per optimizer step, all ranks.")
     micro_batch_size: int = Field(8, ge=1, description="Samples per forward on one rank.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per learner rank.")
@@ -188,14 +185,108 @@ class LearnerConfig(_Section):
         return "gloo" if self.device == "cpu" else "nccl"
 
     @model_validator(mode="after")
-    def _device_fits(self) -> LearnerConfig:
+    def _device_fits(self) -> EngineConfig:
         if self.device == "cpu" and self.precision == "fp16":
             raise ValueError("precision fp16 needs device cuda (use fp32 or bf16 on cpu)")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage 3")
         if self.device == "cuda" and self.num_gpus <= 0:
             raise ValueError("device cuda needs num_gpus > 0 per learner rank")
+        if self.minibatch_size % (self.num_ranks * self.micro_batch_size):
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) must be a multiple of "
+                f"num_ranks × micro_batch_size ({self.num_ranks} × {self.micro_batch_size})"
+            )
         return self
+
+
+class LearnerConfig(EngineConfig):
+    """The PPO learner ranks holding policy and value model."""
+
+    policy_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Policy AdamW learning rate.")
+    value_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Value AdamW learning rate.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each step's experience.")
+
+
+OverlongRule = Literal["error", "truncate", "filter"]
+
+
+class _StageConfig(_Section):
+    """What SFT and reward-model training share: data, held-out split, schedule, learner."""
+
+    data: TableConfig = Field(..., description="Training rows.")
+    heldout: TableConfig | None = Field(
+        None, description="Held-out rows; default: heldout_fraction of data, split by run.seed."
+    )
+    heldout_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Share of data held out when heldout is unset."
+    )
+    max_prompt_tokens: int = Field(64, ge=1, description="Prompt length limit in tokens.")
+    overlong_prompt: OverlongRule = Field(
+        "error",
+        description="A longer prompt: error (fail, naming the row), truncate (keep its last "
+        "tokens) or filter (skip and count it).",
+    )
+    epochs: int = Field(1, ge=1, description="Passes over the training rows.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    lr: float = Field(2e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
+    eval_every: int = Field(20, ge=1, description="Evaluate on held-out rows every N steps.")
+    learner: EngineConfig = EngineConfig()
+
+
+class SFTConfig(_StageConfig):
+    """Supervised fine-tuning on (prompt, response) rows; loss on response tokens only."""
+
+    template: Literal["auto", "chat", "plain"] = Field(
+        "auto",
+        description="auto: the tokenizer's chat template when it has one, else plain_template.",
+    )
+    plain_template: str = Field(
+        "{prompt}", description="Prompt text without a chat template; must contain {prompt}."
+    )
+    max_tokens: int = Field(256, ge=2, description="Prompt + response limit (response is cut).")
+    packing: bool = Field(False, description="Pack short rows into max_tokens-long sequences.")
+
+    @model_validator(mode="after")
+    def _template_has_prompt(self) -> SFTConfig:
+        if "{prompt}" not in self.plain_template:
+            raise ValueError("plain_template must contain {prompt}")
+        if self.max_prompt_tokens >= self.max_tokens:
+            raise ValueError(
+                f"max_prompt_tokens ({self.max_prompt_tokens}) must be below max_tokens "
+                f"({self.max_tokens}) to leave room for the response"
+            )
+        return self
+
+
+class RewardModelConfig(_StageConfig):
+    """A reward model trained from human feedback, saved as an HF sequence classifier."""
+
+    model: PathStr = Field(..., min_length=1, description="HF folder of the base encoder/LM.")
+    feedback: Literal["pairwise", "scalar", "binary"] = Field(
+        "pairwise",
+        description="pairwise (prompt, chosen, rejected[, tie]): Bradley–Terry; scalar "
+        "(prompt, response, score): regression; binary (prompt, response, accepted).",
+    )
+    ties: Literal["half", "drop"] = Field(
+        "half",
+        description="Tied pairs: half = Bradley–Terry with target ½ (pulls the two rewards "
+        "together); drop = skip them.",
+    )
+    normalize_scores: bool = Field(
+        True, description="Scalar feedback: standardise targets with the training mean/std."
+    )
+    max_tokens: int = Field(128, ge=2, description="Prompt + response limit (response is cut).")
+    lr: float = Field(5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
+
+
+class EvalConfig(_Section):
+    """Held-out evaluation of the policy before the first and after the last PPO step."""
+
+    prompts: TableConfig | None = Field(None, description="Held-out prompts; unset: no eval.")
+    num_prompts: int = Field(64, ge=1, description="Prompts evaluated (the first N rows).")
+    examples: int = Field(3, ge=0, description="Before/after examples printed at the end.")
 
 
 class WeightSyncConfig(_Section):
@@ -234,11 +325,31 @@ class Config(_Section):
     model: ModelConfig
     data: DataConfig
     rollout: RolloutConfig = RolloutConfig()
-    reward: RewardConfig
+    reward: RewardConfig = RewardConfig()
     reference: ReferenceConfig = ReferenceConfig()
     learner: LearnerConfig = LearnerConfig()
     ppo: PPOConfig = PPOConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
+    eval: EvalConfig = EvalConfig()
+    # Pipeline stages (`rayrlhf pipeline`): SFT fine-tunes model.policy and PPO starts from the
+    # result; the reward-model stage's output becomes reward.model.
+    sft: SFTConfig | None = None
+    reward_model: RewardModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _reward_source(self) -> Config:
+        given = self.reward.model is not None or self.reward.function is not None
+        if self.reward_model is None and not given:
+            raise ValueError(
+                "set exactly one of reward.model or reward.function (or a reward_model stage "
+                "for `rayrlhf pipeline`)"
+            )
+        if self.reward_model is not None and given:
+            raise ValueError(
+                "with a reward_model stage PPO scores with the model it trains: leave "
+                "reward.model and reward.function unset"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batch_shapes(self) -> Config:
@@ -253,12 +364,6 @@ class Config(_Section):
             raise ValueError(
                 f"rollout.prompts_per_step / rollout.chunk_size = {chunks} chunks must split "
                 f"evenly over learner.num_ranks ({lrn.num_ranks})"
-            )
-        if lrn.minibatch_size % (lrn.num_ranks * lrn.micro_batch_size):
-            raise ValueError(
-                f"learner.minibatch_size ({lrn.minibatch_size}) must be a multiple of "
-                f"learner.num_ranks × learner.micro_batch_size "
-                f"({lrn.num_ranks} × {lrn.micro_batch_size})"
             )
         if r.prompts_per_step % lrn.minibatch_size:
             raise ValueError(
@@ -351,13 +456,21 @@ def check_local_paths(config: Config) -> None:
     Called by the driver before any actor starts, so a typo costs seconds, not a cluster
     start-up and a traceback from inside an actor.
     """
-    fields = {
+    fields: dict[str, str | None] = {
         "model.policy": config.model.policy,
         "model.value": config.model.value,
         "model.tokenizer": config.model.tokenizer,
         "reward.model": config.reward.model,
         "data.prompts": config.data.prompts,
+        "eval.prompts.path": config.eval.prompts and config.eval.prompts.path,
     }
+    for name in ("sft", "reward_model"):
+        stage = getattr(config, name)
+        if stage is not None:
+            fields[f"{name}.data.path"] = stage.data.path
+            fields[f"{name}.heldout.path"] = stage.heldout and stage.heldout.path
+    if config.reward_model is not None:
+        fields["reward_model.model"] = config.reward_model.model
     bad = [
         f"  {k}: no such file or folder {v!r}"
         for k, v in fields.items()

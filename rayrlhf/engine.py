@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rayrlhf.config import LearnerConfig
+from rayrlhf.config import EngineConfig
 
 # DeepSpeed calls torch.distributed APIs that torch marks deprecated, once per collective.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
@@ -29,7 +29,7 @@ def _deepspeed(device: str) -> Any:
     return deepspeed
 
 
-def init_distributed(cfg: LearnerConfig, master_addr: str, master_port: int, rank: int) -> None:
+def init_distributed(cfg: EngineConfig, master_addr: str, master_port: int, rank: int) -> None:
     """Join the learners' torch.distributed group of ``cfg.num_ranks`` (``cfg.backend``)."""
     os.environ.update(
         MASTER_ADDR=master_addr,
@@ -51,8 +51,12 @@ def init_distributed(cfg: LearnerConfig, master_addr: str, master_port: int, ran
     )
 
 
-def deepspeed_config(cfg: LearnerConfig, lr: float) -> dict[str, Any]:
-    """DeepSpeed's JSON config for one engine from the learner section."""
+def deepspeed_config(cfg: EngineConfig, lr: float, warmup_steps: int = 0) -> dict[str, Any]:
+    """DeepSpeed's JSON config for one engine from a learner section.
+
+    ``warmup_steps`` > 0 ramps the learning rate linearly from 0 to ``lr`` over that many
+    optimizer steps, then holds it.
+    """
     per_rank = cfg.minibatch_size // cfg.num_ranks
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
     if cfg.offload_optimizer:
@@ -71,6 +75,16 @@ def deepspeed_config(cfg: LearnerConfig, lr: float) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    if warmup_steps > 0:
+        ds["scheduler"] = {
+            "type": "WarmupLR",
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": lr,
+                "warmup_num_steps": warmup_steps,
+                "warmup_type": "linear",
+            },
+        }
     if cfg.offload_optimizer:
         # Offloaded states need DeepSpeed's own CPU Adam, so the optimizer is named here.
         ds["optimizer"] = {
@@ -81,7 +95,7 @@ def deepspeed_config(cfg: LearnerConfig, lr: float) -> dict[str, Any]:
 
 
 @contextmanager
-def partitioned_loading(cfg: LearnerConfig, lr: float) -> Iterator[None]:
+def partitioned_loading(cfg: EngineConfig, lr: float) -> Iterator[None]:
     """Under ZeRO-3, models loaded with ``from_pretrained`` inside are built partitioned.
 
     Transformers wraps construction in ``deepspeed.zero.Init`` while an ``HfDeepSpeedConfig`` is
@@ -102,11 +116,11 @@ def partitioned_loading(cfg: LearnerConfig, lr: float) -> Iterator[None]:
         unset_hf_deepspeed_config()
 
 
-def build_engine(model: nn.Module, lr: float, cfg: LearnerConfig) -> Any:
-    """Wrap ``model`` in a DeepSpeed engine with AdamW at ``lr``."""
+def build_engine(model: nn.Module, lr: float, cfg: EngineConfig, warmup_steps: int = 0) -> Any:
+    """Wrap ``model`` in a DeepSpeed engine with AdamW at ``lr`` (after ``warmup_steps``)."""
     ds = _deepspeed(cfg.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    conf = deepspeed_config(cfg, lr)
+    conf = deepspeed_config(cfg, lr, warmup_steps)
     optimizer = None
     if not cfg.offload_optimizer:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)

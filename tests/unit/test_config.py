@@ -41,6 +41,16 @@ def test_cross_field_rules():
     with pytest.raises(ConfigError, match="exactly one of reward.model or reward.function"):
         load(None, [*BASE, "reward.model=/rm"])
     with pytest.raises(ConfigError, match="split evenly over learner.num_ranks"):
+        load(
+            None,
+            [
+                *BASE,
+                "learner.num_ranks=3",
+                "learner.micro_batch_size=1",
+                "learner.minibatch_size=3",
+            ],
+        )
+    with pytest.raises(ConfigError, match=r"learner: .*multiple of num_ranks × micro_batch_size"):
         load(None, [*BASE, "learner.num_ranks=3"])
     with pytest.raises(ConfigError, match="fp16 needs device cuda"):
         load(None, [*BASE, "learner.precision=fp16"])
