@@ -1,73 +1,34 @@
-"""Prompt source: a JSONL file of rows, validated, dealt out in chunks with stable sample ids."""
+"""Prompt source: a table of prompt rows, validated, dealt out in chunks with stable sample ids."""
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayrlhf.config import TableConfig
+from rayrlhf.data.tables import DataError, LoadReport, load_rows
 from rayrlhf.experience import PromptChunk
 
-
-class DataError(ValueError):
-    """The data cannot be used: missing file, or too many malformed rows."""
-
-
-@dataclass
-class LoadReport:
-    """How many rows were read, kept, and skipped (with the first few reasons)."""
-
-    rows: int = 0
-    kept: int = 0
-    skipped: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    def skip(self, row: int, why: str) -> None:
-        """Count a malformed row; keep its reason if it is among the first ten."""
-        self.skipped += 1
-        if len(self.reasons) < 10:
-            self.reasons.append(f"row {row}: {why}")
+__all__ = ["DataError", "LoadReport", "PromptSource", "load_prompts"]
 
 
 def load_prompts(
     path: str | Path, key: str, max_bad_fraction: float
 ) -> tuple[list[str], LoadReport]:
-    """Read prompts from JSONL. Malformed rows are skipped and counted, with their row number.
+    """Read prompts (field ``key`` of each row). Malformed rows are skipped and counted.
 
-    Fails when no prompt is usable or more than ``max_bad_fraction`` of rows are malformed.
+    A ``.jsonl`` path is JSONL whatever else; other names go by their extension (see
+    :mod:`rayrlhf.data.tables`). Fails when no prompt is usable or more than
+    ``max_bad_fraction`` of rows are malformed.
     """
-    report = LoadReport()
-    prompts: list[str] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise DataError(f"cannot read prompts file {path}: {err.strerror}") from None
-    for row, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        report.rows += 1
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            report.skip(row, f"not JSON ({err.msg})")
-            continue
-        text = record.get(key) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            report.skip(row, f"no string field {key!r}")
-        elif not text.strip():
-            report.skip(row, "empty prompt")
-        else:
-            prompts.append(text)
-            report.kept += 1
-    if not prompts:
-        raise DataError(f"{path}: no usable prompt in {report.rows} rows; {report.reasons[:3]}")
-    if report.skipped > max_bad_fraction * report.rows:
-        raise DataError(
-            f"{path}: {report.skipped} of {report.rows} rows malformed, more than "
-            f"data.max_bad_fraction={max_bad_fraction}; first: {report.reasons[:3]}"
-        )
-    return prompts, report
+    spec = TableConfig(
+        path=str(path),
+        format="jsonl" if str(path).endswith(".jsonl") else "auto",
+        columns={"prompt": key},
+        max_bad_fraction=max_bad_fraction,
+    )
+    rows, report = load_rows(spec, "prompts")
+    return [row["prompt"] for row in rows], report
 
 
 class PromptSource:

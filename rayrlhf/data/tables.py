@@ -1,0 +1,470 @@
+"""Tables of training rows: JSONL, CSV, Parquet, a saved HF dataset, or an Argilla export.
+
+Every format is read into the same thing: ``(row number, record, parse problem)`` triples in file
+order (:func:`read_records`), then mapped onto our column names and validated per row kind
+(:func:`load_rows`). A bad row is skipped and counted with the row number a user would look up
+(JSONL: line number; CSV: line number, header = line 1; Parquet/HF: 1-based index), so a run on
+a slightly dirty file goes on and says what it dropped, while a mostly broken file fails early
+with the first reasons.
+
+Row kinds and their columns (:data:`ROW_KINDS`); every clean row also carries ``"row"``:
+
+- ``prompts``: ``prompt``
+- ``sft``: ``prompt``, ``response``
+- ``pairwise``: ``prompt``, ``chosen``, ``rejected``, optional ``tie`` (yes/no, default no)
+- ``scalar``: ``prompt``, ``response``, ``score`` (a finite number)
+- ``binary``: ``prompt``, ``response``, ``accepted`` (yes/no)
+
+Everything here is offline; ``pyarrow`` and ``datasets`` are imported only when a Parquet file or
+a saved dataset is read, so JSONL/CSV users do not pay their import time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rayrlhf.config import TableConfig
+
+ROW_KINDS: dict[str, tuple[str, ...]] = {
+    "prompts": ("prompt",),
+    "sft": ("prompt", "response"),
+    "pairwise": ("prompt", "chosen", "rejected"),  # optional column "tie" (bool-ish, default False)
+    "scalar": ("prompt", "response", "score"),
+    "binary": ("prompt", "response", "accepted"),
+}
+
+# Columns a kind may have but need not; absent means the default.
+_OPTIONAL: dict[str, tuple[str, ...]] = {"pairwise": ("tie",)}
+_TEXT = frozenset({"prompt", "response", "chosen", "rejected"})
+_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_FORMATS = ("jsonl", "csv", "parquet", "hf", "argilla")
+_YES = frozenset({"true", "yes", "1", "accept", "accepted"})
+_NO = frozenset({"false", "no", "0", "reject", "rejected"})
+_BATCH = 1024
+
+Record = tuple[int, dict[str, Any] | None, str | None]
+
+
+class DataError(ValueError):
+    """The data cannot be used: missing file, unknown format, or too many malformed rows."""
+
+
+@dataclass
+class LoadReport:
+    """How many rows were read, kept, and skipped (with the first few reasons).
+
+    ``filtered`` and ``truncated`` are bumped by later stages (tokenizing drops or shortens
+    over-long rows) so one report tells the whole story of what reached training.
+    """
+
+    rows: int = 0
+    kept: int = 0
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+    filtered: int = 0
+    truncated: int = 0
+
+    def skip(self, row: int, why: str) -> None:
+        """Count a malformed row; keep its reason if it is among the first ten."""
+        self.skipped += 1
+        if len(self.reasons) < 10:
+            self.reasons.append(f"row {row}: {why}")
+
+    def metrics(self, prefix: str = "data") -> dict[str, float]:
+        """The counts as scalar metrics named ``{prefix}/rows``, ``{prefix}/kept``, ..."""
+        counts = {
+            "rows": self.rows,
+            "kept": self.kept,
+            "skipped": self.skipped,
+            "filtered": self.filtered,
+            "truncated": self.truncated,
+        }
+        return {f"{prefix}/{name}": float(value) for name, value in counts.items()}
+
+
+@dataclass
+class _Opened:
+    """An opened table: its column names where the format has a header, and its records."""
+
+    columns: list[str] | None
+    records: Iterator[Record]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def read_records(spec: TableConfig) -> Iterator[Record]:
+    """Yield ``(row_number, record or None, parse problem or None)`` in file order.
+
+    For ``format: argilla`` these are the export's raw records (its file format is told from the
+    name). Raises :class:`DataError` at once when the file cannot be opened or its format is
+    unknown.
+    """
+    return _open(spec, "table").records
+
+
+def _open(spec: TableConfig, what: str) -> _Opened:
+    """Open ``spec.path`` in its format; ``what`` names the file in errors ("prompts")."""
+    path = Path(spec.path)
+    fmt = _resolve_format(path, spec.format, what)
+    reader = {"jsonl": _open_jsonl, "csv": _open_csv, "parquet": _open_parquet, "hf": _open_hf}
+    return reader[fmt](path, what)
+
+
+def _resolve_format(path: Path, fmt: str, what: str) -> str:
+    """The concrete reader for ``fmt``; ``auto`` (and an Argilla export) go by the name."""
+    if fmt not in ("auto", "argilla"):
+        return fmt
+    if not path.exists():
+        raise DataError(f"cannot read {what} file {path}: No such file or directory")
+    if path.is_dir():
+        return "hf"
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise DataError(
+            f"{path}: cannot tell the table format from the name; set format to one of "
+            f"{', '.join(_FORMATS)} (auto knows {', '.join(_SUFFIXES)} and folders = hf)"
+        )
+    return found
+
+
+def _open_binary(path: Path, what: str) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as err:
+        raise DataError(f"cannot read {what} file {path}: {err.strerror}") from None
+
+
+def _open_jsonl(path: Path, what: str) -> _Opened:
+    return _Opened(None, _jsonl_records(_open_binary(path, what), path))
+
+
+def _jsonl_records(handle: IO[bytes], path: Path) -> Iterator[Record]:
+    with handle:
+        if _starts_with_bracket(handle):
+            # Argilla 2.x ``records.to_json`` (and many hand-made ``.json`` files) write one JSON
+            # array, not one object per line; take it whole, numbering rows by array position.
+            yield from _json_array(handle, path)
+            return
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if not line:
+                continue  # blank lines are not rows, but they keep the numbering honest
+            try:
+                # utf-8-sig: a BOM on the first line is an editor artefact, not data.
+                record = json.loads(line.decode("utf-8-sig"))
+            except UnicodeDecodeError:
+                yield number, None, "not UTF-8 text"
+                continue
+            except json.JSONDecodeError as err:
+                yield number, None, f"not JSON ({err.msg})"
+                continue
+            yield _as_object(number, record)
+
+
+def _starts_with_bracket(handle: IO[bytes]) -> bool:
+    """Whether the first non-blank text is ``[``; leaves the handle at the start."""
+    first = b""
+    for raw in handle:
+        first = raw.lstrip(b"\xef\xbb\xbf").strip()
+        if first:
+            break
+    handle.seek(0)
+    return first.startswith(b"[")
+
+
+def _json_array(handle: IO[bytes], path: Path) -> Iterator[Record]:
+    try:
+        items = json.load(io.TextIOWrapper(handle, encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: starts with '[' but is not a JSON array ({err})") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path}: starts with '[' but is not a JSON array")
+    for number, item in enumerate(items, start=1):
+        yield _as_object(number, item)
+
+
+def _as_object(number: int, record: Any) -> Record:
+    if isinstance(record, dict):
+        return number, record, None
+    return number, None, f"not a JSON object ({type(record).__name__})"
+
+
+def _open_csv(path: Path, what: str) -> _Opened:
+    try:
+        # utf-8-sig strips the BOM spreadsheet programs put before the first header name.
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as err:
+        raise DataError(f"cannot read {what} file {path}: {err.strerror}") from None
+    reader = csv.reader(handle)
+    try:
+        header = next((fields for fields in reader if fields), [])
+    except (csv.Error, UnicodeDecodeError) as err:
+        handle.close()
+        raise DataError(f"{path}: cannot read the CSV header ({err})") from None
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        handle.close()
+        raise DataError(f"{path}: the CSV header repeats column names {duplicated}")
+    return _Opened(header, _csv_records(handle, reader, header, path))
+
+
+def _csv_records(handle: IO[str], reader: Any, header: list[str], path: Path) -> Iterator[Record]:
+    with handle:
+        while True:
+            # A quoted field may span lines: the row is named by the line it starts on.
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: not UTF-8 text near line {start}") from None
+            except csv.Error as err:
+                if reader.line_num < start:  # nothing consumed: stop rather than spin
+                    raise DataError(f"{path}: line {start}: {err}") from None
+                yield start, None, f"not valid CSV ({err})"
+                continue
+            if not fields:
+                continue  # a blank line, as in JSONL
+            if len(fields) != len(header):
+                yield start, None, f"has {len(fields)} fields, the header has {len(header)}"
+                continue
+            yield start, dict(zip(header, fields, strict=True)), None
+
+
+def _open_parquet(path: Path, what: str) -> _Opened:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise DataError(f"cannot read {what} file {path}: No such file or directory") from None
+    except (OSError, pa.ArrowException, ValueError) as err:
+        raise DataError(f"cannot read {what} file {path}: {err}") from None
+    batches = parquet.iter_batches(batch_size=_BATCH)
+    return _Opened(list(parquet.schema_arrow.names), _arrow_records(batches, path))
+
+
+def _open_hf(path: Path, what: str) -> _Opened:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {what} folder {path} as a saved dataset: {err}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        example = f", e.g. {path / splits[0]}" if splits else ""
+        raise DataError(
+            f"{path} holds a dataset with splits {splits}; point path at one split's folder"
+            + example
+        )
+    # Arrow batches, not Python rows: no feature decoding (images, audio) for text columns.
+    batches = loaded.with_format("arrow").iter(batch_size=_BATCH)
+    return _Opened(list(loaded.column_names), _arrow_records(batches, path))
+
+
+def _arrow_records(batches: Iterable[Any], path: Path) -> Iterator[Record]:
+    import pyarrow as pa
+
+    number = 0
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as err:
+            raise DataError(f"{path}: cannot read rows after row {number}: {err}") from None
+        for record in batch.to_pylist():
+            number += 1
+            yield number, record, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def load_rows(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
+    """Read ``spec``, map its columns to ours, and keep the rows valid for ``kind``.
+
+    Returns the clean rows (our column names, plus ``row``) and a :class:`LoadReport`. Raises
+    :class:`DataError` when the file cannot be read, no row is usable, or more than
+    ``spec.max_bad_fraction`` of the rows read are malformed.
+    """
+    if kind not in ROW_KINDS:
+        raise ValueError(f"unknown row kind {kind!r}; expected one of {list(ROW_KINDS)}")
+    if spec.format == "argilla":
+        return _load_argilla(spec, kind)
+    names = _column_names(spec, kind)
+    opened = _open(spec, kind)
+    _check_header(spec, kind, names, opened.columns)
+    rows: list[dict] = []
+    report = LoadReport()
+    for number, record, problem in opened.records:
+        report.rows += 1
+        row = None
+        if problem is None:
+            row, problem = parse_row(record, kind, names)
+        if row is None:
+            report.skip(number, problem or "malformed")
+            continue
+        row["row"] = number
+        rows.append(row)
+        report.kept += 1
+        if spec.limit is not None and report.kept >= spec.limit:
+            break
+    check_report(spec.path, kind, report, len(rows), spec.max_bad_fraction)
+    return rows, report
+
+
+def _load_argilla(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
+    # Imported here: argilla builds on this module.
+    from rayrlhf.data.argilla import convert_records
+
+    if kind not in ("pairwise", "sft"):
+        raise DataError(f"{spec.path}: an Argilla export gives pairwise or sft rows, not {kind}")
+    converted = convert_records(_open(spec, "Argilla export").records, columns=spec.columns)
+    rows = converted.pairs if kind == "pairwise" else converted.sft
+    if spec.limit is not None:
+        rows = rows[: spec.limit]
+    check_report(spec.path, kind, converted.report, len(rows), spec.max_bad_fraction)
+    return rows, converted.report
+
+
+def _column_names(spec: TableConfig, kind: str) -> dict[str, str]:
+    """Our column name → the file's, for every column ``kind`` may have."""
+    known = ROW_KINDS[kind] + _OPTIONAL.get(kind, ())
+    unknown = sorted(set(spec.columns) - set(known))
+    if unknown:
+        # A typo here would otherwise silently read the default column.
+        raise DataError(
+            f"{spec.path}: columns maps {unknown}, which {kind} rows do not have; "
+            f"their columns are {list(known)}"
+        )
+    return {ours: spec.columns.get(ours, ours) for ours in known}
+
+
+def _check_header(
+    spec: TableConfig, kind: str, names: dict[str, str], columns: list[str] | None
+) -> None:
+    """Fail once, naming the file's columns, rather than once per row for an absent column."""
+    if not columns:
+        return
+    for ours in ROW_KINDS[kind]:
+        theirs = names[ours]
+        if theirs not in columns:
+            hint = f" (our {ours!r})" if theirs != ours else ""
+            raise DataError(
+                f"{spec.path}: no column {theirs!r}{hint} for {kind} rows; the file has "
+                f"{columns}; map names with columns: {{{ours}: <file's column>}}"
+            )
+
+
+def check_report(
+    path: str | Path, kind: str, report: LoadReport, good: int, max_bad_fraction: float
+) -> None:
+    """Raise :class:`DataError` when ``good`` is zero or too many rows were malformed."""
+    if good == 0:
+        raise DataError(
+            f"{path}: no usable {kind} row among {report.rows} rows read; "
+            f"first: {report.reasons[:3]}"
+        )
+    if report.skipped > max_bad_fraction * report.rows:
+        raise DataError(
+            f"{path}: {report.skipped} of {report.rows} rows malformed, more than "
+            f"max_bad_fraction={max_bad_fraction}; first: {report.reasons[:3]}"
+        )
+
+
+def parse_row(
+    record: dict[str, Any] | None, kind: str, names: dict[str, str] | None = None
+) -> tuple[dict | None, str | None]:
+    """One record as a clean ``kind`` row (our names), or ``(None, reason)``.
+
+    ``names`` maps our column names to the record's (default: the same names).
+    """
+    if record is None:
+        return None, "no record"
+    names = names or {}
+    row: dict[str, Any] = {}
+    for ours in ROW_KINDS[kind]:
+        theirs = names.get(ours, ours)
+        if theirs not in record:
+            why = f"no string field {theirs!r}" if ours in _TEXT else f"missing column {theirs!r}"
+            return None, why
+        value, why = _PARSERS.get(ours, parse_text)(ours, theirs, record[theirs])
+        if why is not None:
+            return None, why
+        row[ours] = value
+    if kind == "pairwise":
+        theirs = names.get("tie", "tie")
+        raw = record.get(theirs)
+        tie, why = (False, None) if raw is None or raw == "" else parse_flag("tie", theirs, raw)
+        if why is not None:
+            return None, why
+        if not tie and row["chosen"] == row["rejected"]:
+            return None, "chosen and rejected are identical"
+        row["tie"] = tie
+    return row, None
+
+
+def parse_text(ours: str, theirs: str, value: Any) -> tuple[str | None, str | None]:
+    """A text column: a string with something besides whitespace."""
+    if value is None:
+        return None, f"no string field {theirs!r}"
+    if not isinstance(value, str):
+        return None, f"field {theirs!r} is {type(value).__name__}, not a string"
+    if not value.strip():
+        return None, f"empty {ours}"
+    return value, None
+
+
+def parse_score(ours: str, theirs: str, value: Any) -> tuple[float | None, str | None]:
+    """A finite number, given as a number or numeric text (CSV gives text)."""
+    # bool is an int subclass, but True is not a score anyone meant.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None, f"{ours} {value!r} is not a number"
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None, f"{ours} {value!r} is not a number"
+    if not math.isfinite(number):
+        return None, f"{ours} {number} is not finite"
+    return number, None
+
+
+def parse_flag(ours: str, theirs: str, value: Any) -> tuple[bool | None, str | None]:
+    """A yes/no label: a bool, 0/1, or true/false/yes/no/1/0/accept(ed)/reject(ed) text."""
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value), None
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _YES:
+            return True, None
+        if word in _NO:
+            return False, None
+    return None, f"{ours} {value!r} is not a yes/no label"
+
+
+_PARSERS = {"score": parse_score, "accepted": parse_flag}
