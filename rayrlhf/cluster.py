@@ -17,7 +17,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayrlhf.buffer import Shard
-from rayrlhf.config import Config
+from rayrlhf.config import Config, EngineConfig
 from rayrlhf.control import TrainerControl
 from rayrlhf.roles.learner import Learner
 
@@ -198,25 +198,40 @@ def find_control(run_name: str) -> Any:
 
 
 class LearnerGroup:
-    """``learner.num_ranks`` Learner actors forming one torch.distributed group."""
+    """``num_ranks`` learner actors forming one torch.distributed group.
 
-    def __init__(self, config: Config, cls: type = Learner) -> None:
-        lc = config.learner
+    PPO's :class:`Learner` by default (section ``learner``); the SFT and reward-model stages pass
+    their own rank class, learner section and constructor arguments.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        cls: type = Learner,
+        engine: EngineConfig | None = None,
+        make_args: Callable[[int], tuple] | None = None,
+        role: str = "learner",
+    ) -> None:
+        lc = engine or config.learner
         self.group = RoleGroup(
             cls,
-            "learner",
+            role,
             run_tag(config),
             (lc.num_cpus, lc.num_gpus, lc.placement),
-            lambda rank: (config, rank),
+            make_args or (lambda rank: (config, rank)),
         )
         self.actors = self.group.add(lc.num_ranks)
         addr, port = ray.get(self.actors[0].rendezvous_address.remote(lc.master_port))
         # Setup (process group, model loading, engines) runs while the caller starts other roles.
         self._setup = [a.setup.remote(addr, port) for a in self.actors]
 
-    def wait_ready(self) -> None:
-        """Block until every rank has joined the group and built its engines."""
-        ray.get(self._setup)
+    def wait_ready(self) -> list[Any]:
+        """Block until every rank has joined the group and built its engines; their results."""
+        return ray.get(self._setup)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method`` on every rank (a collective) and return each rank's result."""
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
     def train(self, shards: list[Shard]) -> dict:
         """One PPO step, each rank on its shard (refs travel; the ranks fetch the data)."""

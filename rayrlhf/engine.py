@@ -7,12 +7,15 @@ code, so the CPU tests exercise the distributed path a GPU cluster runs.
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from rayrlhf.config import EngineConfig
@@ -27,6 +30,26 @@ def _deepspeed(device: str) -> Any:
     import deepspeed
 
     return deepspeed
+
+
+def free_address(port: int = 0) -> tuple[str, int]:
+    """This node's address and a free port (``port`` if given) for a process group's rank 0."""
+    with socket.socket() as s:
+        s.bind(("", port))
+        free = s.getsockname()[1]
+    try:
+        host = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        host = "127.0.0.1"
+    return host, free
+
+
+def all_sum(values: list[torch.Tensor | float], world_size: int) -> list[float]:
+    """Sum each value over the learner ranks with one all-reduce (float64)."""
+    t = torch.tensor([float(x) for x in values], dtype=torch.float64)
+    if world_size > 1:
+        dist.all_reduce(t)
+    return t.tolist()
 
 
 def init_distributed(cfg: EngineConfig, master_addr: str, master_port: int, rank: int) -> None:
@@ -150,3 +173,19 @@ def iter_full_params(engine: Any, zero_stage: int) -> Iterator[tuple[str, torch.
 def full_shapes(engine: Any) -> list[torch.Size]:
     """Full shapes of ``engine.module``'s parameters in module order (ZeRO-3 keeps them aside)."""
     return [getattr(p, "ds_shape", p.shape) for p in engine.module.parameters()]
+
+
+def save_hf_model(engine: Any, zero_stage: int, rank: int, path: str | Path) -> bool:
+    """Save ``engine.module`` (a transformers model) as a Hugging Face folder on rank 0.
+
+    Every rank must call it: under ZeRO-3 each parameter is gathered collectively. Rank 0 keeps
+    a CPU copy of each full parameter and writes them with the module's own config. Returns
+    whether this rank wrote.
+    """
+    state = {}
+    for name, full in iter_full_params(engine, zero_stage):
+        if rank == 0:
+            state[name] = full.detach().cpu().clone()
+    if rank == 0:
+        engine.module.save_pretrained(str(path), state_dict=state)
+    return rank == 0

@@ -21,7 +21,13 @@ class RunLogger:
     """
 
     def __init__(
-        self, run_dir: str | Path, config: dict[str, Any], total_steps: int, progress: bool = True
+        self,
+        run_dir: str | Path,
+        config: dict[str, Any],
+        total_steps: int,
+        progress: bool = True,
+        console_keys: tuple[str, ...] = CONSOLE_KEYS,
+        desc: str = "ppo",
     ) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -31,10 +37,17 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
 
         self.tb = SummaryWriter(str(self.dir / "tensorboard"))
-        self.bar = tqdm(total=total_steps, desc="ppo", unit="step", disable=not progress)
+        self.console_keys, self.desc = console_keys, desc
+        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
 
-    def log(self, step: int, metrics: dict[str, Any], samples: list[dict] | None = None) -> None:
-        """Record one step's scalar metrics and sample generations."""
+    def log(
+        self,
+        step: int,
+        metrics: dict[str, Any],
+        samples: list[dict] | None = None,
+        advance: bool = True,
+    ) -> None:
+        """Record one step's scalar metrics and samples; ``advance`` moves the progress bar."""
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
         self.metrics_file.flush()
@@ -44,17 +57,18 @@ class RunLogger:
         for sample in samples or []:
             self.samples_file.write(json.dumps({"step": step, **sample}) + "\n")
         self.samples_file.flush()
-        line = "  ".join(f"{k}={scalars[k]:.4g}" for k in CONSOLE_KEYS if k in scalars)
-        self.bar.write(f"step {step}: {line}")
+        line = "  ".join(f"{k}={scalars[k]:.4g}" for k in self.console_keys if k in scalars)
+        self.bar.write(f"{self.desc} step {step}: {line}")
         for sample in (samples or [])[:1]:
             self.bar.write(
                 f"  sample {sample['sample_id']}: {sample['prompt']!r} → "
                 f"{sample['response']!r} (reward {sample['reward']:.3f})"
             )
         self.bar.set_postfix(
-            {k.split("/")[0]: f"{scalars[k]:.3g}" for k in CONSOLE_KEYS[:2] if k in scalars}
+            {k: f"{scalars[k]:.3g}" for k in self.console_keys[:2] if k in scalars}
         )
-        self.bar.update(1)
+        if advance:
+            self.bar.update(1)
 
     def close(self) -> None:
         """Flush and close every output."""

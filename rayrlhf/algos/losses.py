@@ -125,3 +125,21 @@ def value_loss(
     with torch.no_grad():
         clip_fraction = masked_mean((err_clipped > err_unclipped).float(), response_mask)
     return ValueLossOutput(loss=loss, clip_fraction=clip_fraction)
+
+
+def sft_nll_sum(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed next-token NLL over the loss-masked (response) tokens, and how many there are.
+
+    Args:
+        logits: (B, T, V) causal LM logits; position t predicts token t+1.
+        input_ids: (B, T) the sequence.
+        loss_mask: (B, T) bool, True at tokens that count (response tokens); prompt tokens and
+            padding are False, so they can never contribute to the loss or its gradient.
+
+    Returns:
+        (sum of -log p over masked tokens, number of masked tokens) as 0-dim tensors. The caller
+        divides by the global token count, so the loss is a token mean over the whole minibatch.
+    """
+    target_mask = loss_mask[:, 1:]
+    nll = -logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])
+    return (nll * target_mask).sum(), target_mask.sum()

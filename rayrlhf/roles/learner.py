@@ -9,13 +9,11 @@ controller) are all-reduced, so every rank sees the same numbers whatever the ra
 from __future__ import annotations
 
 import math
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 
 import torch
-import torch.distributed as dist
 
 from rayrlhf.algos.advantages import ADVANTAGE_ESTIMATORS
 from rayrlhf.algos.kl import KL_CONTROLLERS, KL_ESTIMATORS, token_rewards
@@ -24,16 +22,20 @@ from rayrlhf.algos.masking import masked_mean, masked_whiten
 from rayrlhf.buffer import fetch
 from rayrlhf.config import Config
 from rayrlhf.engine import (
+    all_sum,
     build_engine,
+    free_address,
     full_shapes,
     init_distributed,
     iter_full_params,
     partitioned_loading,
+    save_hf_model,
 )
 from rayrlhf.experience import RolloutBatch, join_chunks
 from rayrlhf.models import (
     DTYPES,
     load_policy,
+    load_tokenizer,
     load_value_model,
     response_logprobs,
     response_values,
@@ -61,17 +63,7 @@ class Learner:
             else KL_CONTROLLERS["adaptive"](kl.kl_coef, kl.kl_target, kl.kl_horizon)
         )
 
-    @staticmethod
-    def rendezvous_address(port: int = 0) -> tuple[str, int]:
-        """This node's address and a free port for the process group (called on rank 0)."""
-        with socket.socket() as s:
-            s.bind(("", port))
-            free = s.getsockname()[1]
-        try:
-            host = socket.gethostbyname(socket.gethostname())
-        except OSError:
-            host = "127.0.0.1"
-        return host, free
+    rendezvous_address = staticmethod(free_address)  # called on rank 0 by the group
 
     def setup(self, master_addr: str, master_port: int) -> int:
         """Join the process group and build the DeepSpeed engines; returns this rank."""
@@ -91,10 +83,7 @@ class Learner:
     # ---- statistics over all ranks ------------------------------------------------------------
 
     def _all_sum(self, *xs: torch.Tensor | float) -> list[float]:
-        t = torch.tensor([float(x) for x in xs], dtype=torch.float64)
-        if self.world_size > 1:
-            dist.all_reduce(t)
-        return t.tolist()
+        return all_sum(list(xs), self.world_size)
 
     def _global_mean_var(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         m = mask.bool()
@@ -364,3 +353,10 @@ class Learner:
             int(self.config.weight_sync.bucket_mb * 2**20),
             self.device,
         )
+
+    def save_policy(self, path: str) -> bool:
+        """Save the trained policy and its tokenizer as an HF folder (collective; rank 0 writes)."""
+        wrote = save_hf_model(self.policy, self.config.learner.zero_stage, self.rank, path)
+        if wrote:
+            load_tokenizer(self.config.tokenizer_path).save_pretrained(path)
+        return wrote

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from rayrlhf.config import RewardConfig
+from rayrlhf.data.encode import encode_reward_inputs
 from rayrlhf.experience import Rollout, Scores
 from rayrlhf.models import load_reward_model
 
@@ -76,12 +77,10 @@ class RewardWorker:
     def _model_scores(self, prompts: list[str], responses: list[str]) -> list[float]:
         out: list[float] = []
         for i in range(0, len(prompts), self.cfg.batch_size):
-            enc = self.tokenizer(
+            enc = encode_reward_inputs(
+                self.tokenizer,
                 prompts[i : i + self.cfg.batch_size],
                 responses[i : i + self.cfg.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
             ).to(self.device)
             logits = self.model(**enc).logits.float()
             # Two labels (reject/accept): the log-odds of accept is the score.

@@ -1,0 +1,1 @@
+"""Supervised training tasks run by :class:`rayrlhf.roles.supervised.SupervisedLearner`."""

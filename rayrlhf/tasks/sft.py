@@ -1,0 +1,70 @@
+"""SFT: next-token loss on response tokens only, over (prompt, response) rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import Tensor, nn
+
+from rayrlhf.algos.losses import sft_nll_sum
+from rayrlhf.config import Config
+from rayrlhf.data.encode import SFTExample, collate_sft, encode_sft, pack_examples
+from rayrlhf.models import load_policy, load_tokenizer
+from rayrlhf.tasks.base import load_split
+
+
+class SFTTask:
+    """Items are packs of examples (one example each unless ``sft.packing``)."""
+
+    def __init__(self, config: Config) -> None:
+        assert config.sft is not None
+        self.cfg = config.sft
+        self.base = config.model.policy
+        self.tokenizer = load_tokenizer(config.tokenizer_path)
+        train_rows, held_rows, self.report = load_split(
+            self.cfg.data, self.cfg.heldout, self.cfg.heldout_fraction, "sft", config.run.seed
+        )
+        self.train = self._items(train_rows)
+        self.heldout = self._items(held_rows)
+
+    def _items(self, rows: list[dict]) -> list[list[SFTExample]]:
+        c = self.cfg
+        examples = encode_sft(
+            self.tokenizer,
+            rows,
+            template=c.template,
+            plain_template=c.plain_template,
+            max_prompt_tokens=c.max_prompt_tokens,
+            max_tokens=c.max_tokens,
+            overlong_prompt=c.overlong_prompt,
+            report=self.report,
+        )
+        return pack_examples(examples, c.max_tokens) if c.packing else [[e] for e in examples]
+
+    def build_model(self) -> nn.Module:
+        """The causal LM to fine-tune (``model.policy``)."""
+        return load_policy(self.base, "fp32")
+
+    def weight(self, item: list[SFTExample]) -> float:
+        """Response tokens of a pack: the loss is a token mean over the minibatch."""
+        return float(sum(e.loss_tokens for e in item))
+
+    def loss_sums(self, model: Any, items: list[list[SFTExample]]) -> tuple[Tensor, dict]:
+        """Summed response-token NLL of a micro-batch of packs."""
+        batch = collate_sft(items, self.tokenizer.pad_token_id, self.cfg.packing)
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss_mask = batch.pop("loss_mask")
+        logits = model(**batch, use_cache=False).logits
+        nll, tokens = sft_nll_sum(logits, batch["input_ids"], loss_mask)
+        return nll, {"loss": float(nll.detach()), "tokens": float(tokens)}
+
+    def means(self, sums: dict[str, float]) -> dict[str, float]:
+        """Token-mean NLL, its perplexity, and the token count."""
+        loss = sums["loss"] / max(sums["tokens"], 1.0)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": sums["tokens"]}
+
+    def save_extras(self, path: str) -> None:
+        """The tokenizer travels with the model: PPO's roles load both from this folder."""
+        self.tokenizer.save_pretrained(path)
