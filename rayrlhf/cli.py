@@ -1,6 +1,9 @@
 """Command line.
 
-    rayrlhf train CONFIG [--set key=value ...]     run PPO
+    rayrlhf pipeline CONFIG [--set key=value ...]  SFT → reward model → PPO, skipping done stages
+    rayrlhf train CONFIG [--set key=value ...]     run PPO only
+    rayrlhf plot RUN_DIR                           PNG curves of a run's stages
+    rayrlhf argilla EXPORT --out DIR               Argilla ranking export → pairwise + SFT rows
     rayrlhf scale RUN_NAME --rollout-workers N     resize a live run's rollout workers
     rayrlhf plan [--model 20b-preset ...]          per-GPU memory plan for a model and cluster
 
@@ -20,16 +23,20 @@ from rayrlhf.data.prompts import DataError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayrlhf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="run PPO (rollout, reward, reference, learner actors)")
-    train.add_argument("config", help="YAML config file")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. --set rollout.num_workers=4 (repeatable)",
-    )
+    for name, text in (
+        ("pipeline", "SFT → reward model → PPO; re-running skips finished stages"),
+        ("train", "run PPO only (rollout, reward, reference, learner actors)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("config", help="YAML config file")
+        cmd.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="dotted override, e.g. --set rollout.num_workers=4 (repeatable)",
+        )
     scale = sub.add_parser("scale", help="resize a live run's rollout workers between steps")
     scale.add_argument("run_name", help="the run's run.name")
     scale.add_argument("--rollout-workers", type=int, required=True, metavar="N")
@@ -39,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         help="Ray address; default: RAY_ADDRESS, else RUN_DIR/ray_address, else this machine's",
     )
     scale.add_argument("--output-dir", default="runs", help="the run's run.output_dir")
-    sub.add_parser("plan", help="per-GPU memory plan (see `rayrlhf plan --help`)", add_help=False)
+    for name, text in (
+        ("plan", "per-GPU memory plan"),
+        ("plot", "PNG curves of a run directory"),
+        ("argilla", "convert an Argilla ranking export"),
+    ):
+        sub.add_parser(name, help=f"{text} (see `rayrlhf {name} --help`)", add_help=False)
     return parser
 
 
@@ -78,35 +90,54 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands with their own argument parsers, imported only when used.
+DELEGATED = {
+    "plan": "rayrlhf.planner",
+    "plot": "rayrlhf.plots",
+    "argilla": "rayrlhf.data.argilla",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for bad config or data)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["plan"]:
-        from rayrlhf.planner import main as plan_main
+    if argv[:1] and argv[0] in DELEGATED:
+        import importlib
 
-        return plan_main(argv[1:])
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "scale":
         return _scale(args)
     try:
         config = load(args.config, args.overrides)
         check_local_paths(config)
+        if args.command == "train" and (config.sft or config.reward_model):
+            raise ConfigError(
+                f"{args.config} has pipeline stages (sft, reward_model): run it with "
+                "`rayrlhf pipeline`, or remove them to run PPO alone"
+            )
     except ConfigError as err:
         print(f"rayrlhf: {err}", file=sys.stderr)
         return 2
-    from rayrlhf.loops.ppo import PPOTrainer  # imports torch, ray: after the config is known good
+    # torch, ray and friends are imported only once the config is known good.
+    from rayrlhf.loops.pipeline import run_dir_of, run_pipeline, run_ppo_stage
+    from rayrlhf.loops.summary import format_summary
 
+    run_dir = run_dir_of(config)
     try:
-        trainer = PPOTrainer(config)
-    except DataError as err:
-        print(f"rayrlhf: {err}", file=sys.stderr)
+        if args.command == "pipeline":
+            summaries = run_pipeline(config)
+        else:
+            summaries = {"ppo": run_ppo_stage(config, run_dir)}
+    except (ConfigError, DataError) as err:
+        # Raised in an actor, Ray re-raises it as a subclass of the original: print the cause.
+        print(f"rayrlhf: {getattr(err, 'cause', None) or err}", file=sys.stderr)
         return 2
-    history = trainer.run()
-    last = history[-1]
-    print(
-        f"done: {len(history)} steps, reward/mean {history[0]['reward/mean']:.4f} → "
-        f"{last['reward/mean']:.4f}, kl/mean {last['kl/mean']:.4f}; run dir {trainer.run_dir}"
-    )
+    print(format_summary(summaries, run_dir))
+    from rayrlhf.plots import plot_run
+
+    for path in plot_run(run_dir):
+        print(f"plot: {path}")
     return 0
 
 

@@ -19,7 +19,12 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rayrlhf.buffer import Shard
 from rayrlhf.config import Config, EngineConfig
 from rayrlhf.control import TrainerControl
+from rayrlhf.loops import evaluation
 from rayrlhf.roles.learner import Learner
+
+# Turns a chunk's rollout, scores and reference log-probs into a few numbers per sample where
+# they already are, so evaluation never ships tensors to the driver.
+summarize_chunk = ray.remote(num_cpus=0)(evaluation.summarize_chunk)
 
 NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
@@ -255,6 +260,10 @@ class LearnerGroup:
         refs = [a.policy_state_dict.remote() for a in self.actors]
         ray.wait(refs, num_returns=len(refs), fetch_local=False)
         return refs[0]
+
+    def save_policy(self, path: str) -> None:
+        """Write the trained policy as an HF folder (rank 0 writes; every rank gathers)."""
+        self.call("save_policy", path)
 
     def policy_checksums(self) -> list[float]:
         """Each rank's sum of the full policy parameters: equal when the ranks agree."""

@@ -25,6 +25,7 @@ from rayrlhf import cluster
 from rayrlhf.buffer import ChunkRefs, ExperienceBuffer
 from rayrlhf.config import Config, to_dict
 from rayrlhf.data.prompts import PromptSource, load_prompts
+from rayrlhf.loops import evaluation
 from rayrlhf.metrics import RunLogger
 from rayrlhf.roles.learner import Learner
 from rayrlhf.roles.reference import ReferenceWorker
@@ -203,6 +204,36 @@ class PPOTrainer:
                 self._broadcast()  # the current version again, now reaching the new workers
         else:
             self._load_weights(added)
+
+    def evaluate(self, prompts: list[str]) -> dict[str, Any]:
+        """Held-out metrics of the current policy: reward, KL to the reference, samples.
+
+        Uses the rollout, reward and reference workers; the same ``eval-i`` sample ids (hence
+        the same sampling seeds) every call, so before/after numbers are a paired comparison.
+        """
+        chunks = evaluation.eval_chunks(prompts, self.config.rollout.chunk_size)
+        rollout, reward, reference = self.rollout.actors, self.reward.actors, self.reference.actors
+        parts = []
+        for i, chunk in enumerate(chunks):
+            generated = rollout[i % len(rollout)].generate.remote(chunk)
+            parts.append(
+                cluster.summarize_chunk.remote(
+                    generated,
+                    reward[i % len(reward)].score.remote(generated),
+                    reference[i % len(reference)].logprobs.remote(generated),
+                )
+            )
+        samples = [s for part in ray.get(parts) for s in part]
+        return {
+            **evaluation.aggregate(samples),
+            "policy_version": self.policy_version,
+            "samples_text": samples,
+        }
+
+    def save_policy(self, path: str | Path) -> Path:
+        """Write the current policy (and tokenizer) as a Hugging Face folder."""
+        self.learners.save_policy(str(path))
+        return Path(path)
 
     def shutdown(self) -> None:
         """Stop this trainer's actors and placement groups (Ray itself keeps running)."""

@@ -1,0 +1,66 @@
+"""Held-out evaluation of a policy: mean reward, KL to the reference, example generations.
+
+The rollout, reward and reference workers do the work, as in a training step; one small task
+per chunk turns their results into per-sample numbers, so the driver never fetches tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rayrlhf.experience import PromptChunk, ReferenceLogprobs, Rollout, Scores
+
+
+def eval_chunks(prompts: list[str], chunk_size: int) -> list[PromptChunk]:
+    """Chunks with fixed ids ``eval-i``: sampling is seeded by id, so the evaluation before and
+    after training draws with the same random numbers (a paired comparison, less noise)."""
+    return [
+        PromptChunk(
+            sample_ids=[f"eval-{i}" for i in range(c, min(c + chunk_size, len(prompts)))],
+            prompts=prompts[c : c + chunk_size],
+        )
+        for c in range(0, len(prompts), chunk_size)
+    ]
+
+
+def summarize_chunk(
+    rollout: Rollout, scores: Scores, reference: ReferenceLogprobs
+) -> list[dict[str, Any]]:
+    """Per sample: prompt, response, reward, KL to the reference (nats, summed over tokens)."""
+    mask = rollout.response_mask
+    kl = ((rollout.logprobs - reference.logprobs) * mask).sum(-1)
+    return [
+        {
+            "sample_id": sid,
+            "prompt": prompt,
+            "response": response,
+            "reward": float(reward),
+            "kl": float(k),
+            "length": float(n),
+        }
+        for sid, prompt, response, reward, k, n in zip(
+            rollout.sample_ids,
+            rollout.prompts,
+            rollout.responses,
+            scores.rewards.tolist(),
+            kl.tolist(),
+            mask.sum(-1).tolist(),
+            strict=True,
+        )
+    ]
+
+
+def aggregate(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over samples: ``reward/mean``, ``reward/std``, ``kl/mean``, ``response/length``."""
+    n = len(samples)
+    mean = sum(s["reward"] for s in samples) / n
+    var = sum((s["reward"] - mean) ** 2 for s in samples) / max(n - 1, 1)
+    return {
+        "reward/mean": mean,
+        "reward/std": math.sqrt(var),
+        "reward/stderr": math.sqrt(var / n),
+        "kl/mean": sum(s["kl"] for s in samples) / n,
+        "response/length": sum(s["length"] for s in samples) / n,
+        "samples": float(n),
+    }

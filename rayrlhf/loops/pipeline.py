@@ -1,0 +1,179 @@
+"""``rayrlhf pipeline``: SFT → reward model → PPO, each stage reading the one before.
+
+Run directory::
+
+    RUN_DIR/config.yaml               the whole pipeline config
+    RUN_DIR/sft/model                 SFT'd policy (HF folder) — PPO's policy, reference, value
+    RUN_DIR/reward_model/model        reward model (HF sequence classifier) — PPO's reward.model
+    RUN_DIR/ppo/model                 the PPO-trained policy; ppo/eval.json before/after
+    RUN_DIR/<stage>/done.json         written last: the stage finished, with its fingerprint
+    RUN_DIR/plots/*.png               curves of every stage
+
+Re-running the command skips every stage whose ``done.json`` matches the stage's config
+fingerprint; a finished stage whose config changed is an error (never silently reused or
+overwritten), and a stage that died half-way is started again from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rayrlhf.config import Config, ConfigError, from_dict, to_dict
+from rayrlhf.data.tables import load_rows
+
+STAGES = ("sft", "reward_model", "ppo")
+
+
+def run_dir_of(config: Config) -> Path:
+    """``run.output_dir / run.name``."""
+    return Path(config.run.output_dir) / config.run.name
+
+
+def ppo_config(config: Config, run_dir: Path) -> Config:
+    """The PPO stage's config: policy from the SFT stage, reward model from the RM stage.
+
+    The tokenizer follows the policy unless ``model.tokenizer`` names one.
+    """
+    tree = to_dict(config)
+    tree["sft"], tree["reward_model"] = None, None
+    if config.sft is not None:
+        tree["model"]["policy"] = str((run_dir / "sft" / "model").resolve())
+    if config.reward_model is not None:
+        tree["reward"]["model"] = str((run_dir / "reward_model" / "model").resolve())
+    return from_dict(tree)
+
+
+def fingerprints(config: Config) -> dict[str, str]:
+    """A hash per stage of everything that decides its result (upstream stages included)."""
+    tree = to_dict(config)
+    run = {"seed": config.run.seed}
+
+    def digest(part: Any) -> str:
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+    out: dict[str, str] = {}
+    if config.sft is not None:
+        out["sft"] = digest([run, tree["sft"], tree["model"]["policy"], tree["model"]["tokenizer"]])
+    if config.reward_model is not None:
+        out["reward_model"] = digest([run, tree["reward_model"]])
+    ppo = {k: v for k, v in tree.items() if k not in ("sft", "reward_model", "run")}
+    ppo["run"] = {k: v for k, v in tree["run"].items() if k not in ("progress_bar", "name")}
+    out["ppo"] = digest([ppo, out.get("sft"), out.get("reward_model")])
+    return out
+
+
+def finished(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The stage's recorded summary if it finished with this fingerprint; None if not run.
+
+    Raises :class:`ConfigError` when it finished with another config, and clears a stage
+    folder that has no ``done.json`` (a run that died part-way) so it restarts cleanly.
+    """
+    done = stage_dir / "done.json"
+    if done.exists():
+        record = json.loads(done.read_text())
+        if record["fingerprint"] != fingerprint:
+            raise ConfigError(
+                f"stage {stage_dir.name} in {stage_dir.parent} finished with a different config "
+                f"(fingerprint {record['fingerprint']}, now {fingerprint}); delete {stage_dir} "
+                "to redo it (and the stages after it), or choose another run.name"
+            )
+        return record["summary"]
+    if stage_dir.exists():
+        print(f"[pipeline] {stage_dir.name}: unfinished earlier run, starting it again")
+        shutil.rmtree(stage_dir)
+    return None
+
+
+def mark_done(stage_dir: Path, fingerprint: str, summary: dict[str, Any], seconds: float) -> None:
+    """Write ``done.json`` last and atomically: its presence means the stage is complete."""
+    record = {"fingerprint": fingerprint, "seconds": seconds, "summary": summary}
+    tmp = stage_dir / "done.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(stage_dir / "done.json")
+
+
+def run_ppo_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
+    """PPO with held-out evaluation before and after; saves the policy to ``stage_dir/model``."""
+    from rayrlhf.loops.ppo import PPOTrainer
+
+    trainer = PPOTrainer(config, run_dir=stage_dir)
+    try:
+        prompts = eval_prompts(config)
+        before = trainer.evaluate(prompts) if prompts else None
+        history = trainer.run()
+        after = trainer.evaluate(prompts) if prompts else None
+        trainer.save_policy(stage_dir / "model")
+    finally:
+        trainer.shutdown()
+    last = history[-1]
+    summary: dict[str, Any] = {
+        "steps": len(history),
+        "train/reward_first": history[0]["reward/mean"],
+        "train/reward_last": last["reward/mean"],
+        "train/kl_last": last["kl/mean"],
+    }
+    if before is not None and after is not None:
+        evals = eval_record(before, after, config.eval.examples)
+        (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
+        summary["eval"] = evals
+    return summary
+
+
+def eval_prompts(config: Config) -> list[str]:
+    """The first ``eval.num_prompts`` held-out prompts, or none when ``eval.prompts`` is unset."""
+    if config.eval.prompts is None:
+        return []
+    rows, _ = load_rows(config.eval.prompts, "prompts")
+    return [r["prompt"] for r in rows[: config.eval.num_prompts]]
+
+
+def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
+    """Before/after metrics and paired examples (same prompt, same sampling seed)."""
+    b_samples, a_samples = before.pop("samples_text"), after.pop("samples_text")
+    pairs = [
+        {
+            "prompt": b["prompt"],
+            "before": b["response"],
+            "before_reward": b["reward"],
+            "after": a["response"],
+            "after_reward": a["reward"],
+        }
+        for b, a in zip(b_samples[:examples], a_samples[:examples], strict=True)
+    ]
+    return {"before": before, "after": after, "examples": pairs}
+
+
+def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
+    """Run every configured stage in order, skipping finished ones; returns their summaries."""
+    from rayrlhf.loops.supervised import run_supervised_stage
+
+    run_dir = run_dir_of(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    prints = fingerprints(config)
+    summaries: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        if stage != "ppo" and getattr(config, stage) is None:
+            continue
+        stage_dir = run_dir / stage
+        done = finished(stage_dir, prints[stage])
+        if done is not None:
+            print(f"[pipeline] {stage}: finished earlier ({stage_dir}/done.json), skipping")
+            summaries[stage] = done
+            continue
+        print(f"[pipeline] {stage}: starting ({stage_dir})")
+        start = time.monotonic()
+        if stage == "ppo":
+            summary = run_ppo_stage(ppo_config(config, run_dir), stage_dir)
+        else:
+            summary = run_supervised_stage(config, stage, stage_dir)
+        mark_done(stage_dir, prints[stage], summary, time.monotonic() - start)
+        summaries[stage] = summary
+    return summaries

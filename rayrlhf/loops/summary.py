@@ -1,0 +1,57 @@
+"""The pipeline's closing report: what each stage achieved, in a few lines a person reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "n/a"
+
+
+def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
+    """Held-out figures per stage, and before/after examples of the PPO policy."""
+    lines = [f"=== RLHF pipeline: {run_dir} ==="]
+    sft = summaries.get("sft")
+    if sft:
+        lines.append(
+            f"SFT           held-out loss {_fmt(sft.get('eval/loss_before'))} → "
+            f"{_fmt(sft.get('eval/loss'))} (perplexity {_fmt(sft.get('eval/perplexity'), '.2f')})"
+            f", {int(sft['steps'])} steps on {int(sft['train_items'])} rows"
+        )
+    rm = summaries.get("reward_model")
+    if rm:
+        if "eval/accuracy" in rm:
+            measure = (
+                f"held-out accuracy {_fmt(rm['eval/accuracy'])} on {int(rm['eval/examples'])} "
+                f"(before training {_fmt(rm.get('eval/accuracy_before'))})"
+            )
+        else:
+            measure = f"held-out RMSE {_fmt(rm.get('eval/rmse'))}, MAE {_fmt(rm.get('eval/mae'))}"
+        lines.append(f"Reward model  {measure}, {int(rm['steps'])} steps")
+    ppo = summaries.get("ppo", {})
+    evals = ppo.get("eval")
+    if evals:
+        b, a = evals["before"], evals["after"]
+        lines.append(
+            f"PPO           mean reward on {int(a['samples'])} held-out prompts: "
+            f"{_fmt(b['reward/mean'])} ± {_fmt(b['reward/stderr'])} before → "
+            f"{_fmt(a['reward/mean'])} ± {_fmt(a['reward/stderr'])} after "
+            f"({a['reward/mean'] - b['reward/mean']:+.3f})"
+        )
+        lines.append(
+            f"              KL to the reference {_fmt(a['kl/mean'])} nats per response "
+            f"(held-out), {_fmt(ppo.get('train/kl_last'))} (last training step); "
+            f"{int(ppo['steps'])} steps"
+        )
+        for ex in evals["examples"]:
+            lines.append(f"  prompt: {ex['prompt']!r}")
+            lines.append(f"    before ({ex['before_reward']:+.2f}): {ex['before']!r}")
+            lines.append(f"    after  ({ex['after_reward']:+.2f}): {ex['after']!r}")
+    elif ppo:
+        lines.append(
+            f"PPO           training reward {_fmt(ppo.get('train/reward_first'))} → "
+            f"{_fmt(ppo.get('train/reward_last'))}, KL {_fmt(ppo.get('train/kl_last'))}"
+        )
+    return "\n".join(lines)
