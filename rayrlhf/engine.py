@@ -102,7 +102,8 @@ def deepspeed_config(cfg: EngineConfig, lr: float, warmup_steps: int = 0) -> dic
         ds["scheduler"] = {
             "type": "WarmupLR",
             "params": {
-                "warmup_min_lr": 0.0,
+                # The first step already learns a little: lr/(n+1), 2·lr/(n+1), ... lr.
+                "warmup_min_lr": lr / (warmup_steps + 1),
                 "warmup_max_lr": lr,
                 "warmup_num_steps": warmup_steps,
                 "warmup_type": "linear",

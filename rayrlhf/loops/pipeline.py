@@ -50,9 +50,26 @@ def ppo_config(config: Config, run_dir: Path) -> Config:
     return from_dict(tree)
 
 
+# Where and how visibly a stage runs, not what it computes: changing these keeps finished stages.
+NOT_FINGERPRINTED = {
+    "num_cpus",
+    "num_gpus",
+    "placement",
+    "master_port",
+    "progress_bar",
+    "log_samples",
+}
+
+
+def _strip(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _strip(v) for k, v in tree.items() if k not in NOT_FINGERPRINTED}
+    return tree
+
+
 def fingerprints(config: Config) -> dict[str, str]:
     """A hash per stage of everything that decides its result (upstream stages included)."""
-    tree = to_dict(config)
+    tree = _strip(to_dict(config))
     run = {"seed": config.run.seed}
 
     def digest(part: Any) -> str:
@@ -64,7 +81,7 @@ def fingerprints(config: Config) -> dict[str, str]:
     if config.reward_model is not None:
         out["reward_model"] = digest([run, tree["reward_model"]])
     ppo = {k: v for k, v in tree.items() if k not in ("sft", "reward_model", "run")}
-    ppo["run"] = {k: v for k, v in tree["run"].items() if k not in ("progress_bar", "name")}
+    ppo["run"] = {k: v for k, v in tree["run"].items() if k != "name"}
     out["ppo"] = digest([ppo, out.get("sft"), out.get("reward_model")])
     return out
 

@@ -1,0 +1,157 @@
+"""`rayrlhf pipeline` on a local Ray: SFT → reward model → PPO, stage skipping, bad data."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from rayrlhf.cli import main as cli_main
+from rayrlhf.config import ConfigError, load
+from rayrlhf.loops.pipeline import run_pipeline
+from rayrlhf.loops.supervised import run_supervised_stage
+
+pytestmark = pytest.mark.integration
+
+WORDS = ["movie", "film", "plot", "the", "a", "is", "was", "story", "actor", "scene"]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """SFT rows, preference pairs ("good" beats "bad") and prompts, in a temporary folder."""
+    out = tmp_path_factory.mktemp("pipeline_data")
+    rnd = random.Random(0)
+
+    def words(k):
+        return " ".join(rnd.choice(WORDS) for _ in range(k))
+
+    sft = [{"prompt": words(3), "response": " good " + words(2)} for _ in range(48)]
+    pairs = [
+        {"prompt": words(2), "chosen": words(2) + " good", "rejected": words(2) + " bad"}
+        for _ in range(160)
+    ]
+    return {
+        "sft": _jsonl(out / "sft.jsonl", sft),
+        "pairs": _jsonl(out / "pairs.jsonl", pairs),
+        "prompts": _jsonl(out / "prompts.jsonl", [{"prompt": words(3)} for _ in range(40)]),
+    }
+
+
+def _config(tiny_model, data, out, *extra):
+    return load(
+        None,
+        [
+            f"run.output_dir={out}",
+            "run.name=pipe",
+            "run.progress_bar=false",
+            "run.num_steps=2",
+            f"model.policy={tiny_model}",
+            f"data.prompts={data['prompts']}",
+            f"eval.prompts.path={data['prompts']}",
+            "eval.num_prompts=16",
+            "rollout.max_new_tokens=6",
+            "learner.policy_lr=1e-3",
+            "learner.value_lr=1e-3",
+            f"sft.data.path={data['sft']}",
+            "sft.lr=1e-3",
+            "sft.template=plain",
+            "sft.learner.num_ranks=2",
+            "sft.learner.zero_stage=3",
+            "sft.learner.micro_batch_size=4",
+            f"reward_model.model={tiny_model}",
+            f"reward_model.data.path={data['pairs']}",
+            "reward_model.heldout_fraction=0.2",
+            "reward_model.lr=3e-3",
+            "reward_model.epochs=2",
+            "reward_model.learner.minibatch_size=16",
+            *extra,
+        ],
+    )
+
+
+def test_pipeline_runs_every_stage_then_skips_them(ray_local, tiny_model, data, tmp_path, capsys):
+    config = _config(tiny_model, data, tmp_path)
+    summaries = run_pipeline(config)
+    run = tmp_path / "pipe"
+    for stage in ("sft", "reward_model", "ppo"):
+        assert (run / stage / "model" / "config.json").exists(), stage
+        assert (run / stage / "done.json").exists(), stage
+    # Each stage read the one before: PPO's policy is the SFT model, its reward the RM.
+    ppo_cfg = load(run / "ppo" / "config.yaml")
+    assert ppo_cfg.model.policy == str((run / "sft" / "model").resolve())
+    assert ppo_cfg.reward.model == str((run / "reward_model" / "model").resolve())
+    assert summaries["reward_model"]["eval/accuracy"] > 0.9
+    assert summaries["sft"]["eval/loss"] < summaries["sft"]["eval/loss_before"]
+    first_sft_row = json.loads((run / "sft" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first_sft_row["data/rows"] == 48 and first_sft_row["data/skipped"] == 0
+    evals = json.loads((run / "ppo" / "eval.json").read_text())
+    assert evals["before"]["samples"] == 16 and len(evals["examples"]) == 3
+    assert evals["before"]["policy_version"] == 0 and evals["after"]["policy_version"] == 2
+
+    stamps = {p: p.stat().st_mtime_ns for p in run.glob("*/model/*.safetensors")}
+    capsys.readouterr()
+    again = run_pipeline(config)
+    out = capsys.readouterr().out
+    for stage in ("sft", "reward_model", "ppo"):
+        assert f"[pipeline] {stage}: finished earlier" in out
+    assert again["reward_model"] == json.loads(json.dumps(summaries["reward_model"]))
+    assert stamps == {p: p.stat().st_mtime_ns for p in run.glob("*/model/*.safetensors")}
+
+    # A finished stage whose config changed is refused, never silently reused.
+    with pytest.raises(ConfigError, match="stage sft .* finished with a different config"):
+        run_pipeline(_config(tiny_model, data, tmp_path, "sft.lr=2e-3"))
+
+    # A stage that died part-way (no done.json) is run again; the stages before it are not.
+    (run / "ppo" / "done.json").unlink()
+    capsys.readouterr()
+    run_pipeline(config)
+    out = capsys.readouterr().out
+    assert "[pipeline] sft: finished earlier" in out
+    assert "[pipeline] ppo: unfinished earlier run, starting it again" in out
+    assert (run / "ppo" / "done.json").exists()
+
+
+def test_sft_gives_the_same_model_on_one_rank_and_two_zero3_ranks(
+    ray_local, tiny_model, data, tmp_path
+):
+    """Losses are means over the global minibatch: the rank count must not change the result."""
+    results = []
+    for ranks, stage in ((1, 2), (2, 3)):
+        config = _config(
+            tiny_model,
+            data,
+            tmp_path,
+            f"sft.learner.num_ranks={ranks}",
+            f"sft.learner.zero_stage={stage}",
+            "sft.max_steps=4",
+        )
+        results.append(run_supervised_stage(config, "sft", tmp_path / f"sft-{ranks}"))
+    one, two = results
+    assert one["eval/loss"] < one["eval/loss_before"]
+    assert abs(one["eval/loss"] - two["eval/loss"]) < 1e-4
+    assert abs(one["loss/train"] - two["loss/train"]) < 1e-4
+
+
+def test_pipeline_command_fails_on_bad_rows(ray_local, tiny_model, data, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(data["sft"].read_text() + "{broken\n" * 30)
+    config = tmp_path / "c.yaml"
+    config.write_text("{}")
+    overrides = [
+        f"run.output_dir={tmp_path}",
+        f"model.policy={tiny_model}",
+        f"data.prompts={data['prompts']}",
+        "reward.function=rayrlhf.rewards.rules:target_word_frequency",
+        f"sft.data.path={bad}",
+    ]
+    argv = ["pipeline", str(config)] + [a for o in overrides for a in ("--set", o)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "30 of 78 rows malformed, more than max_bad_fraction=0.1" in err
+    assert "row 49" in err
