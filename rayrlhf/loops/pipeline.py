@@ -164,7 +164,13 @@ def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
         }
         for b, a in zip(b_samples[:examples], a_samples[:examples], strict=True)
     ]
-    return {"before": before, "after": after, "examples": pairs}
+    # Same prompts, same seeds: the per-prompt difference has far less noise than either mean.
+    diffs = [a["reward"] - b["reward"] for b, a in zip(b_samples, a_samples, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
+    gain = {"mean": mean, "stderr": (var / n) ** 0.5, "improved": sum(d > 0 for d in diffs) / n}
+    return {"before": before, "after": after, "gain": gain, "examples": pairs}
 
 
 def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:

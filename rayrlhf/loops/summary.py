@@ -38,7 +38,8 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
             f"PPO           mean reward on {int(a['samples'])} held-out prompts: "
             f"{_fmt(b['reward/mean'])} ± {_fmt(b['reward/stderr'])} before → "
             f"{_fmt(a['reward/mean'])} ± {_fmt(a['reward/stderr'])} after "
-            f"({a['reward/mean'] - b['reward/mean']:+.3f})"
+            f"(paired gain {evals['gain']['mean']:+.3f} ± {evals['gain']['stderr']:.3f}; "
+            f"{evals['gain']['improved']:.0%} of prompts improved)"
         )
         lines.append(
             f"              KL to the reference {_fmt(a['kl/mean'])} nats per response "
