@@ -185,7 +185,9 @@ def _draw(ax: Any, panel: Panel, rows: Rows) -> None:
 
 
 def _held_out(stage_dir: Path) -> list[tuple[str, float, float]]:
-    """(before/after, reward mean, std) from eval.json; [] when absent, malformed or empty."""
+    """(before/after, reward mean, its standard error — or std when that is all there is) from
+    eval.json; [] when absent, malformed or empty. The error bar is the uncertainty of the mean,
+    the quantity being compared, not the spread of single samples."""
     try:
         evals = json.loads((stage_dir / "eval.json").read_text())
     except (OSError, ValueError):
@@ -195,12 +197,13 @@ def _held_out(stage_dir: Path) -> list[tuple[str, float, float]]:
         part = evals.get(name) if isinstance(evals, dict) else None
         mean = _finite(part.get("reward/mean")) if isinstance(part, dict) else None
         if mean is not None:
-            bars.append((name, mean, _finite(part.get("reward/std")) or 0.0))
+            spread = _finite(part.get("reward/stderr")) or _finite(part.get("reward/std"))
+            bars.append((name, mean, spread or 0.0))
     return bars
 
 
 def _draw_held_out(ax: Any, bars: list[tuple[str, float, float]]) -> None:
-    """Held-out reward before vs after PPO, ±std when logged; the values in the tick labels."""
+    """Held-out reward before vs after PPO with error bars; the values in the tick labels."""
     ticks = [f"{n}\n{m:.3g}" + (f" ± {s:.2g}" if s else "") for n, m, s in bars]
     means, stds = [b[1] for b in bars], [b[2] for b in bars]
     colors = ["C7" if n == "before" else "C2" for n, _, _ in bars]
