@@ -232,6 +232,11 @@ class _StageConfig(_Section):
     lr: float = Field(2e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
     eval_every: int = Field(20, ge=1, description="Evaluate on held-out rows every N steps.")
+    dropout: bool = Field(
+        False,
+        description="Keep the model's dropout while training. Off by default (as in TRL's "
+        "reward trainer): runs are then reproducible and independent of the rank count.",
+    )
     learner: EngineConfig = EngineConfig()
 
 

@@ -87,6 +87,22 @@ def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     return model.eval(), tok
 
 
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Zero every dropout in ``model`` so it can train in train mode without randomness.
+
+    Train mode is still needed (gradient checkpointing only runs in it), but dropout would make
+    log-probs differ between the rollout and the learner, and results depend on how samples are
+    split over ranks. Covers ``nn.Dropout`` modules and the ``attention_dropout`` rate that
+    attention layers pass to the fused kernels.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    return model
+
+
 def position_ids(attention_mask: Tensor) -> Tensor:
     """(B, T) positions counted over real tokens, so left padding does not shift them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -34,6 +34,7 @@ from rayrlhf.engine import (
 from rayrlhf.experience import RolloutBatch, join_chunks
 from rayrlhf.models import (
     DTYPES,
+    disable_dropout,
     load_policy,
     load_tokenizer,
     load_value_model,
@@ -76,6 +77,10 @@ class Learner:
         if lc.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
             value.backbone.gradient_checkpointing_enable()
+        # from_pretrained returns eval mode, in which transformers skips gradient checkpointing:
+        # train mode, with dropout off so learner and rollout log-probs agree.
+        for model in (policy, value):
+            disable_dropout(model).train()
         self.policy = build_engine(policy, lc.policy_lr, lc)
         self.value = build_engine(value, lc.value_lr, lc)
         return self.rank

@@ -22,6 +22,7 @@ from rayrlhf.engine import (
     partitioned_loading,
     save_hf_model,
 )
+from rayrlhf.models import disable_dropout
 from rayrlhf.roles.learner import NonFiniteError
 from rayrlhf.tasks.base import Task
 
@@ -70,6 +71,8 @@ class SupervisedLearner:
             model = self.task.build_model()
         if self.lc.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if not self.stage.dropout:
+            disable_dropout(model)
         self.engine = build_engine(model, self.stage.lr, self.lc, self.stage.warmup_steps)
         return {
             "steps": float(self.total_steps),

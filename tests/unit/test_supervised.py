@@ -160,3 +160,15 @@ def test_stage_config_rules():
                 "reward_model.data.path=x",
             ],
         )
+
+
+def test_disable_dropout_keeps_train_mode_deterministic():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rayrlhf.models import disable_dropout
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30)).train()
+    ids = torch.arange(10).unsqueeze(0)
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout 0.1 is live
+    disable_dropout(model)
+    assert model.training and torch.equal(model(ids).logits, model(ids).logits)
