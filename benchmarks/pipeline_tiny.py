@@ -20,7 +20,7 @@ from pathlib import Path
 from rayrlhf.config import load
 from rayrlhf.loops.pipeline import run_pipeline
 from rayrlhf.metrics import read_metrics
-from rayrlhf.tiny_models import WORDS, save_tiny
+from rayrlhf.tiny_models import WORDS, save_smollm2_shaped, save_tiny
 
 GPU = [
     *(f"{role}.num_gpus=0.2" for role in ("rollout", "reward", "reference", "learner")),
@@ -59,13 +59,20 @@ def write_data(folder: Path, seed: int = 0) -> dict[str, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="every role on CUDA, bf16")
+    parser.add_argument(
+        "--smollm2-shape", action="store_true", help="a random Llama of SmolLM2-135M's shape"
+    )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = save_tiny(folder / "model", layers=args.layers, hidden=args.hidden)
+        model = (
+            save_smollm2_shaped(folder / "model")
+            if args.smollm2_shape
+            else save_tiny(folder / "model", layers=args.layers, hidden=args.hidden)
+        )
         data = write_data(folder)
         config = load(
             None,
@@ -110,7 +117,9 @@ def main() -> None:
             json.dumps(
                 {
                     "device": "cuda" if args.gpu else "cpu",
-                    "model": f"gpt2 {args.layers}x{args.hidden}",
+                    "model": "llama smollm2-135m shape"
+                    if args.smollm2_shape
+                    else f"gpt2 {args.layers}x{args.hidden}",
                     "seconds": {**seconds, "total": total},
                     "rm_heldout_accuracy": summaries["reward_model"]["eval/accuracy"],
                     "sft_heldout_loss": [

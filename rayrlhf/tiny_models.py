@@ -15,6 +15,8 @@ from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
 
@@ -62,6 +64,31 @@ def save_tiny(path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64
     path = Path(path)
     tok = build_tokenizer()
     build_model(len(tok), seed, layers, hidden).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def save_smollm2_shaped(path: str | Path, seed: int = 0) -> Path:
+    """A random Llama with SmolLM2-135M's shape (30 layers, width 576, GQA 9/3 heads, 49,152
+    embeddings, tied head) and the word-level tokenizer: real-size compute for benchmarks where
+    the real weights cannot travel."""
+    path = Path(path)
+    tok = build_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
