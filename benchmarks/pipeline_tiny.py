@@ -91,7 +91,7 @@ def main() -> None:
                 "learner.policy_lr=1e-3",
                 "learner.value_lr=1e-3",
                 f"sft.data.path={data['sft']}",
-                "sft.template=plain",
+                "rollout.template=plain",
                 "sft.lr=1e-3",
                 f"reward_model.model={model}",
                 f"reward_model.data.path={data['pairs']}",

@@ -202,6 +202,23 @@ def find_control(run_name: str) -> Any:
         raise LookupError(f"no live run named {run_name!r} on this cluster") from None
 
 
+def agreed(results: list[dict], keys: tuple[str, ...] | None = None) -> dict:
+    """Rank 0's metrics, after checking every rank reported the same ``keys`` (default: all but
+    ``time/*``, which each rank measures for itself).
+
+    Metrics are all-reduced, so every rank must report the same numbers: a rank that diverged
+    (another version, other data) is caught here, at the step it happens.
+    """
+    first = results[0]
+    names = keys or tuple(k for k in first if not k.startswith("time/"))
+    for rank, other in enumerate(results[1:], start=1):
+        if other.keys() != first.keys() or any(
+            abs(other[k] - first[k]) > 1e-6 * (1 + abs(first[k])) for k in names
+        ):
+            raise RuntimeError(f"learner rank {rank} disagrees with rank 0 on {names}")
+    return first
+
+
 class LearnerGroup:
     """``num_ranks`` learner actors forming one torch.distributed group.
 
@@ -238,22 +255,19 @@ class LearnerGroup:
         """Call ``method`` on every rank (a collective) and return each rank's result."""
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
+    def call_agreed(self, method: str, *args: Any) -> dict:
+        """Call ``method`` on every rank; rank 0's metrics, once all ranks are seen to agree."""
+        return agreed(self.call(method, *args))
+
     def train(self, shards: list[Shard]) -> dict:
         """One PPO step, each rank on its shard (refs travel; the ranks fetch the data)."""
-        results = ray.get(
-            [
-                a.train_step.remote(s.rollouts, s.scores, s.references)
-                for a, s in zip(self.actors, shards, strict=True)
-            ]
+        refs = [
+            a.train_step.remote(s.rollouts, s.scores, s.references)
+            for a, s in zip(self.actors, shards, strict=True)
+        ]
+        return agreed(
+            ray.get(refs), ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy")
         )
-        # Metrics are all-reduced, so every rank must report the same numbers: a rank that
-        # diverged (another version, other data) is caught here, at the step it happens.
-        keys = ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy")
-        first = [results[0][k] for k in keys]
-        for rank, res in enumerate(results[1:], start=1):
-            if [res[k] for k in keys] != first:
-                raise RuntimeError(f"learner rank {rank} disagrees with rank 0 on {keys}")
-        return results[0]
 
     def policy_weights(self) -> ray.ObjectRef:
         """Ref to the full policy state dict (rank 0's result; other ranks take part in gathers)."""

@@ -111,6 +111,14 @@ class RolloutConfig(_Section):
     prompts_per_step: int = Field(16, ge=1, description="Prompts generated per PPO step.")
     chunk_size: int = Field(8, ge=1, description="Prompts per generate call (the unit of work).")
     max_prompt_tokens: int = Field(64, ge=1, description="Longer prompts keep their last tokens.")
+    template: Literal["auto", "chat", "plain"] = Field(
+        "auto",
+        description="How a prompt is shown to the policy, in SFT, PPO and evaluation alike: "
+        "auto = the tokenizer's chat template when it has one, else plain_template.",
+    )
+    plain_template: str = Field(
+        "{prompt}", description="Prompt text without a chat template; must contain {prompt}."
+    )
     max_new_tokens: int = Field(24, ge=1, description="Response length limit in tokens.")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
@@ -119,6 +127,12 @@ class RolloutConfig(_Section):
     placement: Placement = Field(
         "pack", description="Placement group strategy: pack onto few nodes or spread."
     )
+
+    @model_validator(mode="after")
+    def _template_has_prompt(self) -> RolloutConfig:
+        if "{prompt}" not in self.plain_template:
+            raise ValueError("plain_template must contain {prompt}")
+        return self
 
 
 class RewardConfig(_Section):
@@ -240,29 +254,25 @@ class _StageConfig(_Section):
     learner: EngineConfig = EngineConfig()
 
 
+def _check_room(stage: Any) -> Any:
+    # A prompt at its limit must still leave tokens for the response (and special tokens).
+    if stage.max_prompt_tokens + 4 > stage.max_tokens:
+        raise ValueError(
+            f"max_prompt_tokens ({stage.max_prompt_tokens}) must be at least 4 below max_tokens "
+            f"({stage.max_tokens}) to leave room for the response"
+        )
+    return stage
+
+
 class SFTConfig(_StageConfig):
     """Supervised fine-tuning on (prompt, response) rows; loss on response tokens only."""
 
-    template: Literal["auto", "chat", "plain"] = Field(
-        "auto",
-        description="auto: the tokenizer's chat template when it has one, else plain_template.",
-    )
-    plain_template: str = Field(
-        "{prompt}", description="Prompt text without a chat template; must contain {prompt}."
-    )
     max_tokens: int = Field(256, ge=2, description="Prompt + response limit (response is cut).")
     packing: bool = Field(False, description="Pack short rows into max_tokens-long sequences.")
 
     @model_validator(mode="after")
-    def _template_has_prompt(self) -> SFTConfig:
-        if "{prompt}" not in self.plain_template:
-            raise ValueError("plain_template must contain {prompt}")
-        if self.max_prompt_tokens >= self.max_tokens:
-            raise ValueError(
-                f"max_prompt_tokens ({self.max_prompt_tokens}) must be below max_tokens "
-                f"({self.max_tokens}) to leave room for the response"
-            )
-        return self
+    def _room_for_response(self) -> SFTConfig:
+        return _check_room(self)
 
 
 class RewardModelConfig(_StageConfig):
@@ -284,6 +294,10 @@ class RewardModelConfig(_StageConfig):
     )
     max_tokens: int = Field(128, ge=2, description="Prompt + response limit (response is cut).")
     lr: float = Field(5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
+
+    @model_validator(mode="after")
+    def _room_for_response(self) -> RewardModelConfig:
+        return _check_room(self)
 
 
 class EvalConfig(_Section):

@@ -73,16 +73,28 @@ def load_value_model(path: str, precision: str = "fp32") -> ValueModel:
     return ValueModel(AutoModel.from_pretrained(path, dtype=DTYPES[precision]))
 
 
-def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A sequence-classification reward model (1 label: score; 2 labels: log-odds) and tokenizer."""
-    model = AutoModelForSequenceClassification.from_pretrained(path)
+def load_reward_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """The reward model's tokenizer, with a pad token (EOS when it has none)."""
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_reward_model(
+    path: str, num_labels: int | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence-classification reward model (1 label: score; 2 labels: log-odds) and tokenizer.
+
+    ``num_labels=1`` starts a reward model to train from any base (a fresh one-output head).
+    """
+    extra = {} if num_labels is None else {"num_labels": num_labels}
+    model = AutoModelForSequenceClassification.from_pretrained(path, **extra)
     if model.config.num_labels not in (1, 2):
         raise ValueError(
             f"reward model at {path} has {model.config.num_labels} labels; need 1 or 2"
         )
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    tok = load_reward_tokenizer(path)
     model.config.pad_token_id = tok.pad_token_id
     return model.eval(), tok
 

@@ -43,8 +43,6 @@ CLI: ``rayrlhf argilla EXPORT --out DIR`` writes ``DIR/pairs.jsonl`` and ``DIR/s
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -53,7 +51,14 @@ from pathlib import Path
 from typing import Any
 
 from rayrlhf.config import TableConfig
-from rayrlhf.data.tables import DataError, LoadReport, Record, parse_text, read_records
+from rayrlhf.data.tables import (
+    DataError,
+    LoadReport,
+    Record,
+    parse_text,
+    read_records,
+    write_jsonl,
+)
 
 FIELDS = ("prompt", "response-1", "response-2")
 RANKING = "response_ranking"
@@ -306,15 +311,6 @@ def _columns(pairs: list[str]) -> dict[str, str]:
     return columns
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    # Write then rename, so a crash never leaves a half file that looks complete.
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``rayrlhf argilla EXPORT --out DIR``: write the pairs and SFT rows; 2 on a data error."""
     args = _parse_args(argv)
@@ -329,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        _write_jsonl(out / "pairs.jsonl", converted.pairs)
-        _write_jsonl(out / "sft.jsonl", converted.sft)
+        write_jsonl(out / "pairs.jsonl", converted.pairs)
+        write_jsonl(out / "sft.jsonl", converted.sft)
     except (DataError, OSError) as err:
         print(f"rayrlhf argilla: error: {err}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Rows → token ids for SFT and reward-model training: templates, length rules, packing, batches.
 
-Pure functions over a tokenizer. The prompt is tokenised exactly as the rollout workers tokenise
-PPO prompts (no special tokens added), so a model fine-tuned here continues the same token
-sequence PPO will show it.
+Pure functions over a tokenizer. A prompt becomes ids in one way everywhere — SFT, rollout and
+evaluation (:func:`fit_prompt`): the ``rollout.template`` applied, no special tokens added, an
+over-long prompt cut at its start inside the template — so a model fine-tuned here continues the
+token sequence PPO will show it.
 """
 
 from __future__ import annotations
@@ -45,22 +46,53 @@ def format_prompt(
     return plain_template.format(prompt=prompt)
 
 
-def limit_prompt(
-    ids: list[int], max_tokens: int, rule: str, row: int, report: LoadReport
-) -> list[int] | None:
-    """Apply the over-long prompt rule: error, truncate (keep the end) or filter (None)."""
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, template: str, plain_template: str
+) -> list[int]:
+    """The templated prompt's ids (no special tokens added: the template has its own)."""
+    text = format_prompt(tokenizer, prompt, template, plain_template)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def fit_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    template: str,
+    plain_template: str,
+    max_tokens: int,
+) -> list[int]:
+    """Prompt ids of at most ``max_tokens``; a longer prompt keeps its end.
+
+    The cut is made in the raw prompt and the template applied after, so a chat template's
+    header survives; the response continues the prompt's end, which is what must stay.
+    """
+    ids = prompt_ids(tokenizer, prompt, template, plain_template)
     if len(ids) <= max_tokens:
         return ids
+    raw = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    keep = max(max_tokens - (len(ids) - len(raw)), 1)
+    cut = tokenizer.decode(raw[-keep:])
+    return prompt_ids(tokenizer, cut, template, plain_template)[-max_tokens:]
+
+
+def overlong_action(n_tokens: int, max_tokens: int, rule: str, row: int, report: LoadReport) -> str:
+    """``keep``, ``truncate`` or ``skip`` for a prompt of ``n_tokens`` (counted), or raise.
+
+    The rule is the stage's ``overlong_prompt``: error (the default: a prompt the model would not
+    see whole is a data problem to fix), truncate, or filter.
+    """
+    if n_tokens <= max_tokens:
+        return "keep"
     if rule == "error":
         raise DataError(
-            f"row {row}: prompt has {len(ids)} tokens, more than max_prompt_tokens={max_tokens} "
+            f"row {row}: prompt has {n_tokens} tokens, more than max_prompt_tokens={max_tokens} "
             "(set overlong_prompt to truncate or filter to accept such rows)"
         )
     if rule == "truncate":
         report.truncated += 1
-        return ids[-max_tokens:]  # the end of the prompt is what the response continues
+        return "truncate"
     report.filtered += 1
-    return None
+    return "skip"
 
 
 def encode_sft(
@@ -78,17 +110,16 @@ def encode_sft(
     eos = tokenizer.eos_token_id
     out = []
     for row in rows:
-        text = format_prompt(tokenizer, row["prompt"], template, plain_template)
-        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        prompt_ids = limit_prompt(
-            prompt_ids, max_prompt_tokens, overlong_prompt, row["row"], report
-        )
-        if prompt_ids is None:
+        ids = prompt_ids(tokenizer, row["prompt"], template, plain_template)
+        action = overlong_action(len(ids), max_prompt_tokens, overlong_prompt, row["row"], report)
+        if action == "skip":
             continue
+        if action == "truncate":
+            ids = fit_prompt(tokenizer, row["prompt"], template, plain_template, max_prompt_tokens)
         response_ids = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
         # EOS ends the response so the policy learns to stop, as PPO's response mask expects.
-        ids = (prompt_ids + response_ids + [eos])[:max_tokens]
-        out.append(SFTExample(ids, len(prompt_ids), row["row"]))
+        full = (ids + response_ids + [eos])[:max_tokens]
+        out.append(SFTExample(full, len(ids), row["row"]))
     return out
 
 
@@ -176,10 +207,10 @@ def limit_reward_prompts(
     kept = []
     for row in rows:
         ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-        limited = limit_prompt(ids, max_prompt_tokens, rule, row["row"], report)
-        if limited is None:
+        action = overlong_action(len(ids), max_prompt_tokens, rule, row["row"], report)
+        if action == "skip":
             continue
-        if len(limited) < len(ids):
-            row = {**row, "prompt": tokenizer.decode(limited)}
+        if action == "truncate":
+            row = {**row, "prompt": tokenizer.decode(ids[-max_prompt_tokens:])}
         kept.append(row)
     return kept

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,3 +469,12 @@ def parse_flag(ours: str, theirs: str, value: Any) -> tuple[bool | None, str | N
 
 
 _PARSERS = {"score": parse_score, "accepted": parse_flag}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as JSON lines, then rename: a crash never leaves a half file that looks whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

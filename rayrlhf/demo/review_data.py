@@ -42,6 +42,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayrlhf.data.tables import write_jsonl
+
 # Bump when the files' content rules change, so an old cache is rebuilt instead of reused.
 FORMAT_VERSION = 1
 OPENING_WORDS = 4
@@ -196,14 +198,6 @@ def unique_prompts(sentences: Iterable[Sentence]) -> list[dict[str, str]]:
     return [{"prompt": p} for p in seen]
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def build(
     out_dir: Path,
     sentences_csv: Path,
@@ -239,7 +233,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.unlink(missing_ok=True)  # until the new one is written, the folder reads as unbuilt
     for name, rows in outputs.items():
-        _write_jsonl(out_dir / name, rows)
+        write_jsonl(out_dir / name, rows)
     counts = {
         "sentences": len(sentences),
         "skipped_short": skipped,

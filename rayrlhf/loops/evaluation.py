@@ -51,15 +51,22 @@ def summarize_chunk(
     ]
 
 
+def mean_std_stderr(values: list[float]) -> tuple[float, float, float]:
+    """Mean, sample standard deviation, and standard error of the mean."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(n - 1, 1))
+    return mean, std, std / math.sqrt(n)
+
+
 def aggregate(samples: list[dict[str, Any]]) -> dict[str, float]:
     """Means over samples: ``reward/mean``, ``reward/std``, ``kl/mean``, ``response/length``."""
     n = len(samples)
-    mean = sum(s["reward"] for s in samples) / n
-    var = sum((s["reward"] - mean) ** 2 for s in samples) / max(n - 1, 1)
+    mean, std, stderr = mean_std_stderr([s["reward"] for s in samples])
     return {
         "reward/mean": mean,
-        "reward/std": math.sqrt(var),
-        "reward/stderr": math.sqrt(var / n),
+        "reward/std": std,
+        "reward/stderr": stderr,
         "kl/mean": sum(s["kl"] for s in samples) / n,
         "response/length": sum(s["length"] for s in samples) / n,
         "samples": float(n),

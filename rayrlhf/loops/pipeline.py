@@ -9,15 +9,17 @@ Run directory::
     RUN_DIR/<stage>/done.json         written last: the stage finished, with its fingerprint
     RUN_DIR/plots/*.png               curves of every stage
 
-Re-running the command skips every stage whose ``done.json`` matches the stage's config
-fingerprint; a finished stage whose config changed is an error (never silently reused or
-overwritten), and a stage that died half-way is started again from scratch.
+Re-running the command skips every stage whose ``done.json`` matches the stage's fingerprint
+(its config, the data files' size and mtime, and for PPO its upstream stages'); a finished stage
+whose config changed is an error, checked before anything runs; a stage that died half-way is
+started again from scratch, and PPO runs again whenever a stage it reads from did.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ import yaml
 
 from rayrlhf.config import Config, ConfigError, from_dict, to_dict
 from rayrlhf.data.tables import load_rows
+from rayrlhf.loops.evaluation import mean_std_stderr
 
 STAGES = ("sft", "reward_model", "ppo")
 
@@ -67,6 +70,18 @@ def _strip(tree: Any) -> Any:
     return tree
 
 
+def _file_stamps(tree: Any) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every data file the config names: regenerated data is new data."""
+    found: list[tuple[str, int, int]] = []
+    if isinstance(tree, dict):
+        for value in tree.values():
+            found += _file_stamps(value)
+    elif isinstance(tree, str) and os.path.isfile(tree):
+        stat = os.stat(tree)
+        found.append((tree, stat.st_size, stat.st_mtime_ns))
+    return found
+
+
 def fingerprints(config: Config) -> dict[str, str]:
     """A hash per stage of everything that decides its result (upstream stages included)."""
     tree = _strip(to_dict(config))
@@ -77,12 +92,16 @@ def fingerprints(config: Config) -> dict[str, str]:
 
     out: dict[str, str] = {}
     if config.sft is not None:
-        out["sft"] = digest([run, tree["sft"], tree["model"]["policy"], tree["model"]["tokenizer"]])
+        sft = [tree["sft"], tree["rollout"]["template"], tree["rollout"]["plain_template"]]
+        model = [tree["model"]["policy"], tree["model"]["tokenizer"]]
+        out["sft"] = digest([run, sft, model, _file_stamps(tree["sft"])])
     if config.reward_model is not None:
-        out["reward_model"] = digest([run, tree["reward_model"]])
+        out["reward_model"] = digest(
+            [run, tree["reward_model"], _file_stamps(tree["reward_model"])]
+        )
     ppo = {k: v for k, v in tree.items() if k not in ("sft", "reward_model", "run")}
     ppo["run"] = {k: v for k, v in tree["run"].items() if k != "name"}
-    out["ppo"] = digest([ppo, out.get("sft"), out.get("reward_model")])
+    out["ppo"] = digest([ppo, out.get("sft"), out.get("reward_model"), _file_stamps(ppo)])
     return out
 
 
@@ -147,8 +166,9 @@ def eval_prompts(config: Config) -> list[str]:
     """The first ``eval.num_prompts`` held-out prompts, or none when ``eval.prompts`` is unset."""
     if config.eval.prompts is None:
         return []
-    rows, _ = load_rows(config.eval.prompts, "prompts")
-    return [r["prompt"] for r in rows[: config.eval.num_prompts]]
+    table = config.eval.prompts.model_copy(update={"limit": config.eval.num_prompts})
+    rows, _ = load_rows(table, "prompts")
+    return [r["prompt"] for r in rows]
 
 
 def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
@@ -166,32 +186,40 @@ def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
     ]
     # Same prompts, same seeds: the per-prompt difference has far less noise than either mean.
     diffs = [a["reward"] - b["reward"] for b, a in zip(b_samples, a_samples, strict=True)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
-    gain = {"mean": mean, "stderr": (var / n) ** 0.5, "improved": sum(d > 0 for d in diffs) / n}
+    mean, _, stderr = mean_std_stderr(diffs)
+    gain = {"mean": mean, "stderr": stderr, "improved": sum(d > 0 for d in diffs) / len(diffs)}
     return {"before": before, "after": after, "gain": gain, "examples": pairs}
 
 
 def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
-    """Run every configured stage in order, skipping finished ones; returns their summaries."""
+    """Run every configured stage in order, skipping finished ones; returns their summaries.
+
+    Every finished stage is checked against the config before anything runs or is written, so a
+    refused run costs seconds and leaves the run directory as it was. PPO reads the models of
+    both other stages: when either runs again, a finished PPO stage is stale and runs again too.
+    """
     from rayrlhf.loops.supervised import run_supervised_stage
 
     run_dir = run_dir_of(config)
+    prints = fingerprints(config)
+    stages = [s for s in STAGES if s == "ppo" or getattr(config, s) is not None]
+    done = {stage: finished(run_dir / stage, prints[stage]) for stage in stages}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    prints = fingerprints(config)
     summaries: dict[str, dict[str, Any]] = {}
-    for stage in STAGES:
-        if stage != "ppo" and getattr(config, stage) is None:
-            continue
+    upstream_ran = False
+    for stage in stages:
         stage_dir = run_dir / stage
-        done = finished(stage_dir, prints[stage])
-        if done is not None:
+        stale = stage == "ppo" and upstream_ran
+        if done[stage] is not None and not stale:
             print(f"[pipeline] {stage}: finished earlier ({stage_dir}/done.json), skipping")
-            summaries[stage] = done
+            summaries[stage] = done[stage]
             continue
+        if done[stage] is not None:
+            print(f"[pipeline] {stage}: built on a stage that just ran again, redoing it")
+            shutil.rmtree(stage_dir)
         print(f"[pipeline] {stage}: starting ({stage_dir})")
+        upstream_ran = True
         start = time.monotonic()
         if stage == "ppo":
             summary = run_ppo_stage(ppo_config(config, run_dir), stage_dir)

@@ -18,7 +18,7 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
         lines.append(
             f"SFT           held-out loss {_fmt(sft.get('eval/loss_before'))} → "
             f"{_fmt(sft.get('eval/loss'))} (perplexity {_fmt(sft.get('eval/perplexity'), '.2f')})"
-            f", {int(sft['steps'])} steps on {int(sft['train_items'])} rows"
+            f", {int(sft['steps'])} steps on {int(sft['train_items'])} training items"
         )
     rm = summaries.get("reward_model")
     if rm:

@@ -48,14 +48,14 @@ def run_supervised_stage(config: Config, stage: str, stage_dir: Path) -> dict[st
         )
         final: dict[str, Any] = dict(plan)
         try:
-            before = _first(group.call("evaluate"))
+            before = group.call_agreed("evaluate")
             logger.log(0, {**plan, **before}, advance=False)
             final.update({f"{k}_before": v for k, v in before.items()})
             for step in range(steps):
-                metrics = _first(group.call("train_step", step))
+                metrics = group.call_agreed("train_step", step)
                 last = step + 1 == steps
                 if (step + 1) % section.eval_every == 0 or last:
-                    metrics.update(_first(group.call("evaluate")))
+                    metrics.update(group.call_agreed("evaluate"))
                 logger.log(step + 1, metrics)
                 final.update(metrics)
         finally:
@@ -64,13 +64,3 @@ def run_supervised_stage(config: Config, stage: str, stage_dir: Path) -> dict[st
     finally:
         group.shutdown()
     return final
-
-
-def _first(results: list[dict[str, float]]) -> dict[str, float]:
-    """Rank 0's metrics, after checking every rank reported the same (they are all-reduced)."""
-    for rank, other in enumerate(results[1:], start=1):
-        if other.keys() != results[0].keys() or any(
-            abs(other[k] - results[0][k]) > 1e-6 * (1 + abs(results[0][k])) for k in other
-        ):
-            raise RuntimeError(f"learner rank {rank} disagrees with rank 0: {other}, {results[0]}")
-    return results[0]

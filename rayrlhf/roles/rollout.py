@@ -9,6 +9,7 @@ import torch
 
 from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
+from rayrlhf.data.encode import fit_prompt
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
 from rayrlhf.models import load_policy, load_tokenizer
 from rayrlhf.weight_sync import (
@@ -77,17 +78,14 @@ class RolloutWorker:
         (up to and including EOS) and behaviour log-probs (B, R) at the sampling temperature.
         """
         start = time.perf_counter()
-        tok = self.tokenizer
-        enc = tok(
-            chunk.prompts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.cfg.max_prompt_tokens,
-            add_special_tokens=False,
-        )
-        if int(enc["attention_mask"].sum(-1).min()) == 0:
+        tok, c = self.tokenizer, self.cfg
+        ids = [
+            fit_prompt(tok, p, c.template, c.plain_template, c.max_prompt_tokens)
+            for p in chunk.prompts
+        ]
+        if min(len(i) for i in ids) == 0:
             raise ValueError(f"empty prompt in chunk starting at {chunk.sample_ids[0]!r}")
+        enc = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")  # on the left
         prompt_ids = enc["input_ids"].to(self.device)
         prompt_mask = enc["attention_mask"].to(self.device)
         # Seeded by the chunk, not the worker: a chunk re-run on another worker (after a failure,

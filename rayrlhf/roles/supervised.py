@@ -10,10 +10,12 @@ its slice of every global minibatch. Losses are divided by the minibatch's globa
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
 from rayrlhf.config import Config
+from rayrlhf.data.tables import DataError
 from rayrlhf.engine import (
     all_sum,
     build_engine,
@@ -61,7 +63,7 @@ class SupervisedLearner:
         self.task = make_task(self.config, self.stage_name)
         self.steps_per_epoch = len(self.task.train) // self.lc.minibatch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise DataError(
                 f"{self.stage_name}: {len(self.task.train)} training items (sequences, when "
                 f"packing), fewer than learner.minibatch_size={self.lc.minibatch_size}"
             )
@@ -91,6 +93,7 @@ class SupervisedLearner:
 
     def train_step(self, step: int) -> dict[str, float]:
         """Optimizer step ``step``: this rank's slice of the global minibatch; global metrics."""
+        start_time = time.perf_counter()
         mb, micro = self.lc.minibatch_size, self.lc.micro_batch_size
         per_rank = mb // self.world_size
         grad_accum = per_rank // micro
@@ -118,6 +121,7 @@ class SupervisedLearner:
         out = {"loss/train": means.pop("loss")}
         out.update({f"train/{k}": v for k, v in means.items()})
         out["lr"] = float(self.engine.get_lr()[0])
+        out["time/step"] = time.perf_counter() - start_time
         return out
 
     def _global_means(self, sums: dict[str, float]) -> dict[str, float]:

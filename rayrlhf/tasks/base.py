@@ -8,6 +8,8 @@ number is a mean over the whole minibatch (or held-out set) whatever the rank co
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from torch import Tensor, nn
@@ -52,12 +54,30 @@ def load_split(
         for name in ("rows", "kept", "skipped"):
             setattr(report, name, getattr(report, name) + getattr(held_report, name))
         return rows, held, report
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_held = int(len(rows) * fraction)
-    held_idx = set(order[:n_held])
-    train = [r for i, r in enumerate(rows) if i not in held_idx]
-    held = [r for i, r in enumerate(rows) if i in held_idx]
+    # Whole prompts go to one side: a prompt seen in training would flatter the held-out score.
+    prompts = sorted({r["prompt"] for r in rows})
+    random.Random(seed).shuffle(prompts)
+    target, held_prompts, n_held = int(len(rows) * fraction), set(), 0
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["prompt"]] = counts.get(r["prompt"], 0) + 1
+    for prompt in prompts:
+        if n_held >= target:
+            break
+        if n_held + counts[prompt] < len(rows):  # never hold out every row
+            held_prompts.add(prompt)
+            n_held += counts[prompt]
+    train = [r for r in rows if r["prompt"] not in held_prompts]
+    held = [r for r in rows if r["prompt"] in held_prompts]
     if not train:
         raise DataError(f"{data.path}: no training rows left after holding out {n_held}")
     return train, held, report
+
+
+@contextmanager
+def naming_source(path: str) -> Iterator[None]:
+    """Prefix a :class:`DataError` raised inside with the table it is about ("row 7" of what)."""
+    try:
+        yield
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rayrlhf.algos.reward_losses import (
     binary_loss,
@@ -21,7 +20,8 @@ from rayrlhf.algos.reward_losses import (
 from rayrlhf.config import Config
 from rayrlhf.data.encode import encode_reward_inputs, limit_reward_prompts
 from rayrlhf.data.tables import DataError
-from rayrlhf.tasks.base import load_split
+from rayrlhf.models import load_reward_model, load_reward_tokenizer
+from rayrlhf.tasks.base import load_split, naming_source
 
 
 class RewardModelTask:
@@ -30,9 +30,7 @@ class RewardModelTask:
     def __init__(self, config: Config) -> None:
         assert config.reward_model is not None
         self.cfg = c = config.reward_model
-        self.tokenizer = AutoTokenizer.from_pretrained(c.model)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_reward_tokenizer(c.model)
         train, held, self.report = load_split(
             c.data, c.heldout, c.heldout_fraction, c.feedback, config.run.seed
         )
@@ -40,11 +38,10 @@ class RewardModelTask:
             kept = [r for r in train if not r["tie"]]
             self.report.filtered += len(train) - len(kept)
             train = kept
+        held_source = c.heldout.path if c.heldout else c.data.path
         self.train, self.heldout = (
-            limit_reward_prompts(
-                self.tokenizer, rows, c.max_prompt_tokens, c.overlong_prompt, self.report
-            )
-            for rows in (train, held)
+            self._limit(rows, source)
+            for rows, source in ((train, c.data.path), (held, held_source))
         )
         if not self.train:
             raise DataError(f"{c.data.path}: no reward-model training rows left")
@@ -54,10 +51,16 @@ class RewardModelTask:
             self.mean = float(scores.mean())
             self.std = float(scores.std()) if len(scores) > 1 and scores.std() > 0 else 1.0
 
+    def _limit(self, rows: list[dict], source: str) -> list[dict]:
+        c = self.cfg
+        with naming_source(source):
+            return limit_reward_prompts(
+                self.tokenizer, rows, c.max_prompt_tokens, c.overlong_prompt, self.report
+            )
+
     def build_model(self) -> nn.Module:
         """The base model with a fresh one-output head: the reward."""
-        model = AutoModelForSequenceClassification.from_pretrained(self.cfg.model, num_labels=1)
-        model.config.pad_token_id = self.tokenizer.pad_token_id
+        model, _ = load_reward_model(self.cfg.model, num_labels=1)
         if self.cfg.feedback == "scalar":
             # Saved with the model so a user can map rewards back to the raters' scale.
             model.config.rayrlhf_score_mean, model.config.rayrlhf_score_std = self.mean, self.std
@@ -117,5 +120,9 @@ class RewardModelTask:
         return out
 
     def save_extras(self, path: str) -> None:
-        """The reward workers load the tokenizer from the model folder."""
+        """The reward workers load the tokenizer from the model folder.
+
+        Its length limit is the one trained with, so PPO samples are cut as training pairs were.
+        """
+        self.tokenizer.model_max_length = self.cfg.max_tokens
         self.tokenizer.save_pretrained(path)

@@ -10,8 +10,21 @@ from torch import Tensor, nn
 from rayrlhf.algos.losses import sft_nll_sum
 from rayrlhf.config import Config
 from rayrlhf.data.encode import SFTExample, collate_sft, encode_sft, pack_examples
+from rayrlhf.data.tables import DataError
 from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.tasks.base import load_split
+from rayrlhf.tasks.base import load_split, naming_source
+
+
+def require_packed_masks() -> None:
+    """Packing relies on transformers building a block-diagonal mask from restarting position
+    ids (4.54+); without it packed rows would silently attend to each other."""
+    import transformers.masking_utils as masking
+
+    if not hasattr(masking, "find_packed_sequence_indices"):
+        raise DataError(
+            "sft.packing needs transformers >= 4.54 (block-diagonal masks for packed rows); "
+            "upgrade transformers or set sft.packing: false"
+        )
 
 
 class SFTTask:
@@ -20,26 +33,31 @@ class SFTTask:
     def __init__(self, config: Config) -> None:
         assert config.sft is not None
         self.cfg = config.sft
+        if self.cfg.packing:
+            require_packed_masks()
+        self.rollout = config.rollout  # prompts are shown as PPO will show them
         self.base = config.model.policy
         self.tokenizer = load_tokenizer(config.tokenizer_path)
         train_rows, held_rows, self.report = load_split(
             self.cfg.data, self.cfg.heldout, self.cfg.heldout_fraction, "sft", config.run.seed
         )
-        self.train = self._items(train_rows)
-        self.heldout = self._items(held_rows)
+        held_source = self.cfg.heldout.path if self.cfg.heldout else self.cfg.data.path
+        self.train = self._items(train_rows, self.cfg.data.path)
+        self.heldout = self._items(held_rows, held_source)
 
-    def _items(self, rows: list[dict]) -> list[list[SFTExample]]:
+    def _items(self, rows: list[dict], source: str) -> list[list[SFTExample]]:
         c = self.cfg
-        examples = encode_sft(
-            self.tokenizer,
-            rows,
-            template=c.template,
-            plain_template=c.plain_template,
-            max_prompt_tokens=c.max_prompt_tokens,
-            max_tokens=c.max_tokens,
-            overlong_prompt=c.overlong_prompt,
-            report=self.report,
-        )
+        with naming_source(source):
+            examples = encode_sft(
+                self.tokenizer,
+                rows,
+                template=self.rollout.template,
+                plain_template=self.rollout.plain_template,
+                max_prompt_tokens=c.max_prompt_tokens,
+                max_tokens=c.max_tokens,
+                overlong_prompt=c.overlong_prompt,
+                report=self.report,
+            )
         return pack_examples(examples, c.max_tokens) if c.packing else [[e] for e in examples]
 
     def build_model(self) -> nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import pytest
 
@@ -60,7 +61,7 @@ def _config(tiny_model, data, out, *extra):
             "learner.value_lr=1e-3",
             f"sft.data.path={data['sft']}",
             "sft.lr=1e-3",
-            "sft.template=plain",
+            "rollout.template=plain",
             "sft.learner.num_ranks=2",
             "sft.learner.zero_stage=3",
             "sft.learner.micro_batch_size=4",
@@ -103,9 +104,20 @@ def test_pipeline_runs_every_stage_then_skips_them(ray_local, tiny_model, data, 
     assert again["reward_model"] == json.loads(json.dumps(summaries["reward_model"]))
     assert stamps == {p: p.stat().st_mtime_ns for p in run.glob("*/model/*.safetensors")}
 
-    # A finished stage whose config changed is refused, never silently reused.
-    with pytest.raises(ConfigError, match="stage sft .* finished with a different config"):
-        run_pipeline(_config(tiny_model, data, tmp_path, "sft.lr=2e-3"))
+    # A finished stage whose config changed is refused, never silently reused, and the refusal
+    # comes before anything runs or is written.
+    recorded = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="stage ppo .* finished with a different config"):
+        run_pipeline(_config(tiny_model, data, tmp_path, "ppo.kl_coef=0.2"))
+    assert (run / "config.yaml").read_text() == recorded
+
+    # A deleted SFT stage is trained again, and PPO, built on the old SFT model, with it.
+    shutil.rmtree(run / "sft")
+    capsys.readouterr()
+    run_pipeline(config)
+    out = capsys.readouterr().out
+    assert "[pipeline] sft: starting" in out and "[pipeline] reward_model: finished earlier" in out
+    assert "[pipeline] ppo: built on a stage that just ran again, redoing it" in out
 
     # A stage that died part-way (no done.json) is run again; the stages before it are not.
     (run / "ppo" / "done.json").unlink()

@@ -123,3 +123,31 @@ def test_packed_batch_equals_unpacked(tok, tiny_model):
     # packed examples attend to each other and the loss moves.
     leaky, _ = loss(packs, packed=True, use_cache=True)
     assert not torch.allclose(plain, leaky, atol=1e-4)
+
+
+def test_fit_prompt_cuts_the_prompt_not_the_chat_header(tok):
+    from rayrlhf.data.encode import fit_prompt
+
+    assert tok.decode(fit_prompt(tok, "the movie was very good", "plain", "{prompt}", 3)) == (
+        "was very good"
+    )
+    tok.chat_template = "{% for m in messages %}bad bad {{ m['content'] }}{% endfor %}"
+    try:
+        ids = fit_prompt(tok, "the movie was very good", "chat", "{prompt}", 4)
+        assert tok.decode(ids) == "bad bad very good"  # header kept, prompt's end kept
+    finally:
+        tok.chat_template = None
+
+
+def test_heldout_split_keeps_a_prompt_on_one_side(tmp_path):
+    import json
+
+    from rayrlhf.config import TableConfig
+    from rayrlhf.tasks.base import load_split
+
+    rows = [{"prompt": f"p{i % 10}", "response": f"r{i}"} for i in range(100)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, held, _ = load_split(TableConfig(path=str(path)), None, 0.2, "sft", seed=3)
+    assert len(held) == 20 and len(train) == 80
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in held}

@@ -13,6 +13,7 @@ from rayrlhf.models import load_policy, load_tokenizer
 from rayrlhf.roles.supervised import SupervisedLearner
 
 WORDS = ["movie", "film", "plot", "the", "a", "is", "was", "story", "actor", "scene"]
+PROMPTS = ["the movie", "a film", "the plot", "this story", "the actor", "a scene", "the film"]
 
 
 def _write(path, rows):
@@ -40,9 +41,9 @@ def _nll(model, tok, prefix: str, target: str) -> float:
 
 
 def test_sft_learns_responses_and_never_prompts(make_config, tiny_model, tmp_path):
-    """Every prompt is 'bad bad bad bad'; every response 'good'. A loss that leaked onto prompt
+    """Every prompt is 'bad bad bad ...'; every response 'good'. A loss that leaked onto prompt
     tokens would teach 'bad' after 'bad bad'; the right loss leaves that alone."""
-    rows = [{"prompt": "bad bad bad bad", "response": " good"} for _ in range(64)]
+    rows = [{"prompt": " ".join(["bad"] * (3 + i % 4)), "response": " good"} for i in range(64)]
     data = _write(tmp_path / "sft.jsonl", rows)
     learner = _train(
         make_config,
@@ -50,7 +51,7 @@ def test_sft_learns_responses_and_never_prompts(make_config, tiny_model, tmp_pat
         f"sft.data.path={data}",
         "sft.lr=3e-3",
         "sft.epochs=4",
-        "sft.template=plain",
+        "rollout.template=plain",
         "sft.learner.minibatch_size=8",
         "sft.heldout_fraction=0.25",
     )
@@ -114,7 +115,7 @@ def test_reward_model_scalar_and_binary_feedback(make_config, tiny_model, tmp_pa
     for _ in range(192):
         good = rnd.random() < 0.5
         words = [rnd.choice(WORDS) for _ in range(3)] + ["good" if good else "bad"]
-        row = {"prompt": "the movie", "response": " ".join(words)}
+        row = {"prompt": rnd.choice(PROMPTS), "response": " ".join(words)}
         row.update({"score": 7.0 if good else 2.0} if feedback == "scalar" else {"accepted": good})
         rows.append(row)
     data = _write(tmp_path / f"{feedback}.jsonl", rows)
@@ -147,7 +148,7 @@ def test_stage_config_rules():
     with pytest.raises(cfg_mod.ConfigError, match="plain_template must contain"):
         cfg_mod.load(
             None,
-            ["model.policy=p", "data.prompts=d", "sft.data.path=x", "sft.plain_template=none"],
+            ["model.policy=p", "data.prompts=d", "sft.data.path=x", "rollout.plain_template=none"],
         )
     with pytest.raises(cfg_mod.ConfigError, match="leave reward.model and reward.function unset"):
         cfg_mod.load(
