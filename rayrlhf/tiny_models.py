@@ -15,10 +15,11 @@ from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
-    LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+from rayrlhf.planner.shapes import PRESETS
 
 EOS = "<eos>"
 WORDS = (
@@ -75,19 +76,8 @@ def save_smollm2_shaped(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     tok = build_tokenizer()
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
+    config = PRESETS["smollm2-135m"]()  # the planner's shape preset: one description
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = 0
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
