@@ -253,6 +253,11 @@ class _StageConfig(_Section):
     )
     learner: EngineConfig = EngineConfig()
 
+    @property
+    def heldout_path(self) -> str:
+        """The file the held-out rows come from (``heldout``, or ``data`` when split off it)."""
+        return (self.heldout or self.data).path
+
 
 def _check_room(stage: Any) -> Any:
     # A prompt at its limit must still leave tokens for the response (and special tokens).

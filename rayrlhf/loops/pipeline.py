@@ -118,7 +118,7 @@ def finished(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
             raise ConfigError(
                 f"stage {stage_dir.name} in {stage_dir.parent} finished with a different config "
                 f"(fingerprint {record['fingerprint']}, now {fingerprint}); delete {stage_dir} "
-                "to redo it (and the stages after it), or choose another run.name"
+                "to redo it, or choose another run.name"
             )
         return record["summary"]
     if stage_dir.exists():

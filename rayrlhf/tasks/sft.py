@@ -41,9 +41,8 @@ class SFTTask:
         train_rows, held_rows, self.report = load_split(
             self.cfg.data, self.cfg.heldout, self.cfg.heldout_fraction, "sft", config.run.seed
         )
-        held_source = self.cfg.heldout.path if self.cfg.heldout else self.cfg.data.path
         self.train = self._items(train_rows, self.cfg.data.path)
-        self.heldout = self._items(held_rows, held_source)
+        self.heldout = self._items(held_rows, self.cfg.heldout_path)
 
     def _items(self, rows: list[dict], source: str) -> list[list[SFTExample]]:
         c = self.cfg
