@@ -171,13 +171,13 @@ def collate_sft(
     return batch
 
 
-def encode_reward_inputs(
+def reward_features(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     responses: list[str],
     max_tokens: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """The reward model's input for (prompt, response) pairs: one text pair per sample.
+) -> list[dict[str, list[int]]]:
+    """The reward model's input for each (prompt, response) pair, unpadded: one text pair each.
 
     The one encoding used both to train the reward model and by the reward workers that score
     PPO samples, so the model is asked exactly the question it was trained on. The response is
@@ -185,14 +185,21 @@ def encode_reward_inputs(
     """
     limit = max_tokens or tokenizer.model_max_length
     if limit > 1_000_000:  # tokenizers without a known limit report a huge sentinel
-        return tokenizer(prompts, responses, return_tensors="pt", padding=True)
-    return tokenizer(
-        prompts,
-        responses,
-        return_tensors="pt",
-        padding=True,
-        truncation="only_second",
-        max_length=limit,
+        enc = tokenizer(prompts, responses)
+    else:
+        enc = tokenizer(prompts, responses, truncation="only_second", max_length=limit)
+    return [{key: enc[key][i] for key in enc} for i in range(len(prompts))]
+
+
+def encode_reward_inputs(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    responses: list[str],
+    max_tokens: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`reward_features` of a batch, padded into tensors."""
+    return tokenizer.pad(
+        reward_features(tokenizer, prompts, responses, max_tokens), return_tensors="pt"
     )
 
 

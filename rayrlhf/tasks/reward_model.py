@@ -18,7 +18,7 @@ from rayrlhf.algos.reward_losses import (
     regression_loss,
 )
 from rayrlhf.config import Config
-from rayrlhf.data.encode import encode_reward_inputs, limit_reward_prompts
+from rayrlhf.data.encode import limit_reward_prompts, reward_features
 from rayrlhf.data.tables import DataError
 from rayrlhf.models import load_reward_model, load_reward_tokenizer
 from rayrlhf.tasks.base import load_split, naming_source
@@ -38,13 +38,13 @@ class RewardModelTask:
             kept = [r for r in train if not r["tie"]]
             self.report.filtered += len(train) - len(kept)
             train = kept
-        held_source = c.heldout.path if c.heldout else c.data.path
-        self.train, self.heldout = (
-            self._limit(rows, source)
-            for rows, source in ((train, c.data.path), (held, held_source))
-        )
+        self.train = self._limit(train, c.data.path)
+        self.heldout = self._limit(held, c.heldout_path)
         if not self.train:
             raise DataError(f"{c.data.path}: no reward-model training rows left")
+        # Tokenised once here, not at every step and epoch: items carry their encodings.
+        for rows in (self.train, self.heldout):
+            self._attach_features(rows)
         self.mean, self.std = 0.0, 1.0
         if c.feedback == "scalar" and c.normalize_scores:
             scores = torch.tensor([r["score"] for r in self.train], dtype=torch.float64)
@@ -70,18 +70,28 @@ class RewardModelTask:
         """Each row counts once: the loss is a mean over the minibatch's rows."""
         return 1.0
 
-    def _rewards(self, model: Any, prompts: list[str], responses: list[str]) -> Tensor:
-        enc = encode_reward_inputs(self.tokenizer, prompts, responses, self.cfg.max_tokens)
+    def _attach_features(self, rows: list[dict]) -> None:
+        """Give each row ``features``: the encoded pair(s) its rewards are computed from."""
+        columns = ("chosen", "rejected") if self.cfg.feedback == "pairwise" else ("response",)
+        prompts = [r["prompt"] for r in rows]
+        encoded = [
+            reward_features(self.tokenizer, prompts, [r[col] for r in rows], self.cfg.max_tokens)
+            for col in columns
+        ]
+        for i, row in enumerate(rows):
+            row["features"] = [enc[i] for enc in encoded]
+
+    def _rewards(self, model: Any, features: list[dict]) -> Tensor:
+        enc = self.tokenizer.pad(features, return_tensors="pt")
         device = next(model.parameters()).device
         return model(**enc.to(device)).logits[:, 0].float()
 
     def loss_sums(self, model: Any, items: list[dict]) -> tuple[Tensor, dict]:
         """Summed loss of a micro-batch and the statistics its kind of feedback reports."""
-        prompts = [r["prompt"] for r in items]
         n = float(len(items))
         if self.cfg.feedback == "pairwise":
-            responses = [r["chosen"] for r in items] + [r["rejected"] for r in items]
-            rewards = self._rewards(model, prompts * 2, responses)
+            features = [r["features"][0] for r in items] + [r["features"][1] for r in items]
+            rewards = self._rewards(model, features)
             chosen, rejected = rewards[: len(items)], rewards[len(items) :]
             tie = torch.tensor([r["tie"] for r in items], device=rewards.device)
             loss = pairwise_loss(chosen, rejected, tie).sum()
@@ -93,7 +103,7 @@ class RewardModelTask:
                 "margin": float(margin),
             }
         else:
-            rewards = self._rewards(model, prompts, [r["response"] for r in items])
+            rewards = self._rewards(model, [r["features"][0] for r in items])
             if self.cfg.feedback == "scalar":
                 target = torch.tensor([r["score"] for r in items], device=rewards.device)
                 loss = regression_loss(rewards, (target - self.mean) / self.std).sum()
