@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rayrlhf: {err}", file=sys.stderr)
         return 2
     # torch, ray and friends are imported only once the config is known good.
+    from rayrlhf.checkpoint import CheckpointError
+    from rayrlhf.faults import RunFailed, RunStopped
     from rayrlhf.loops.pipeline import run_dir_of, run_pipeline, run_ppo_stage
     from rayrlhf.loops.summary import format_summary
 
@@ -129,10 +131,17 @@ def main(argv: list[str] | None = None) -> int:
             summaries = run_pipeline(config)
         else:
             summaries = {"ppo": run_ppo_stage(config, run_dir)}
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, CheckpointError) as err:
         # Raised in an actor, Ray re-raises it as a subclass of the original: print the cause.
         print(f"rayrlhf: {getattr(err, 'cause', None) or err}", file=sys.stderr)
         return 2
+    except RunStopped as stop:
+        print(f"rayrlhf: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except RunFailed as err:
+        # One line; the whole traceback is in the run directory's error.log.
+        print(f"rayrlhf: {err}", file=sys.stderr)
+        return 1
     print(format_summary(summaries, run_dir))
     from rayrlhf.plots import plot_run
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -19,16 +20,17 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rayrlhf.buffer import Shard
 from rayrlhf.config import Config, EngineConfig
 from rayrlhf.control import TrainerControl
-from rayrlhf.loops import evaluation
+from rayrlhf.faults import WORKER_LOST, LearnerLost, is_lost, one_line, wait_all
 from rayrlhf.roles.learner import Learner
-
-# Turns a chunk's rollout, scores and reference log-probs into a few numbers per sample where
-# they already are, so evaluation never ships tensors to the driver.
-summarize_chunk = ray.remote(num_cpus=0)(evaluation.summarize_chunk)
 
 NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 PLACEMENT_TIMEOUT_S = 600
+
+
+def zero_cpu_task(fn: Callable) -> Any:
+    """``fn`` as a Ray task that reserves no CPU (small reductions next to the data)."""
+    return ray.remote(num_cpus=0)(fn)
 
 
 def ensure_ray(config: Config) -> None:
@@ -57,11 +59,36 @@ def ensure_ray(config: Config) -> None:
     )
 
 
+def _with_receipts(cls: type, method: str) -> type:
+    """``cls`` plus ``work``: its ``method``, returning the result *and* a receipt, two objects.
+
+    The driver waits on and reads the receipt (a few bytes it holds itself) and passes the
+    result on by reference: it learns that a result exists, or why not (the actor died, the
+    call raised), without ever fetching the result.
+    """
+    run = getattr(cls, method)
+
+    def work(self: Any, *args: Any) -> tuple[Any, bool]:
+        return run(self, *args), True
+
+    return type(cls.__name__, (cls,), {"work": ray.method(num_returns=2)(work)})
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where an actor lives: its placement group (None without resources) and bundle."""
+
+    pg: PlacementGroup | None
+    bundle: int
+
+
 class RoleGroup:
     """The actors of one role. Each ``add`` places its actors in one placement group.
 
     ``make_args(index)`` gives the constructor arguments of the actor with that index; indices
-    grow monotonically, so a removed worker's name is never reused within a run.
+    grow monotonically, so a removed or replaced worker's name is never reused within a run.
+    ``work`` names the role's unit of work (``generate``, ``score``, ``logprobs``) for
+    :meth:`submit`.
     """
 
     def __init__(
@@ -71,14 +98,33 @@ class RoleGroup:
         run_tag: str,
         resources: tuple[float, float, str],
         make_args: Callable[[int], tuple],
+        work: str | None = None,
     ) -> None:
-        self.remote_cls = ray.remote(cls)
+        self.remote_cls = ray.remote(_with_receipts(cls, work) if work else cls)
         self.role, self.run_tag = role, run_tag
         self.num_cpus, self.num_gpus, self.placement = resources
         self.make_args = make_args
         self.actors: list[Any] = []
-        self._groups: list[tuple[PlacementGroup | None, list[Any]]] = []
+        self.names: list[str] = []
+        self._slots: list[_Slot] = []
+        self._pgs: list[PlacementGroup] = []
         self._next_index = 0
+
+    def _start(self, slot: _Slot) -> tuple[Any, str]:
+        index = self._next_index
+        self._next_index += 1
+        name = f"{self.role}-{index}"
+        options: dict[str, Any] = {
+            "name": f"{self.run_tag}/{name}",
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "max_concurrency": 1,  # a role's calls run one at a time, in submission order
+        }
+        if slot.pg is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=slot.pg, placement_group_bundle_index=slot.bundle
+            )
+        return self.remote_cls.options(**options).remote(*self.make_args(index)), name
 
     def add(self, count: int) -> list[Any]:
         """Start ``count`` more actors in a new placement group; returns them."""
@@ -94,56 +140,71 @@ class RoleGroup:
                     f"{self.role}: {count} bundles of {bundle} ({self.placement}) not placed after "
                     f"{PLACEMENT_TIMEOUT_S}s; the cluster lacks these resources"
                 )
+            self._pgs.append(pg)
         new = []
         for i in range(count):
-            index = self._next_index
-            self._next_index += 1
-            options: dict[str, Any] = {
-                "name": f"{self.run_tag}/{self.role}-{index}",
-                "num_cpus": self.num_cpus,
-                "num_gpus": self.num_gpus,
-                "max_concurrency": 1,  # a role's calls run one at a time, in submission order
-            }
-            if pg is not None:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=pg, placement_group_bundle_index=i
-                )
-            new.append(self.remote_cls.options(**options).remote(*self.make_args(index)))
-        self.actors.extend(new)
-        self._groups.append((pg, list(new)))
+            slot = _Slot(pg, i)
+            actor, name = self._start(slot)
+            self.actors.append(actor)
+            self.names.append(name)
+            self._slots.append(slot)
+            new.append(actor)
         return new
+
+    def replace(self, actor: Any) -> Any:
+        """Kill ``actor`` (if it still lives) and start a new one in its bundle; returns it."""
+        i = self.actors.index(actor)
+        ray.kill(actor, no_restart=True)
+        self.actors[i], self.names[i] = self._start(self._slots[i])
+        return self.actors[i]
+
+    def name_of(self, actor: Any) -> str:
+        """The actor's name within the run (``rollout-3``)."""
+        return self.names[self.actors.index(actor)]
+
+    def submit(self, actor: Any, *args: Any) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        """Run the role's unit of work on ``actor``: refs to the result and to its receipt."""
+        return actor.work.remote(*args)
+
+    def alive(self, actor: Any, timeout_s: float = 30.0) -> bool:
+        """Whether ``actor`` answers within ``timeout_s`` (after its queued calls)."""
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
+        except (*WORKER_LOST, ray.exceptions.GetTimeoutError):
+            return False
+        return True
 
     def remove(self, count: int) -> list[Any]:
         """Stop the ``count`` most recently added actors; free placement groups left empty."""
         if count >= len(self.actors):
             raise ValueError(f"{self.role}: cannot remove {count} of {len(self.actors)} actors")
         gone = self.actors[-count:]
-        self.actors = self.actors[:-count]
+        for attr in ("actors", "names", "_slots"):
+            setattr(self, attr, getattr(self, attr)[:-count])
         for actor in gone:
             ray.kill(actor)
-        kept = []
-        for pg, members in self._groups:
-            members = [a for a in members if a not in gone]
-            if members:
-                kept.append((pg, members))
-            elif pg is not None:
-                remove_placement_group(pg)
-        self._groups = kept
+        used = {id(s.pg) for s in self._slots}
+        for pg in [p for p in self._pgs if id(p) not in used]:
+            remove_placement_group(pg)
+            self._pgs.remove(pg)
         return gone
 
     def shutdown(self) -> None:
         """Stop every actor and free every placement group."""
         for actor in self.actors:
             ray.kill(actor)
-        for pg, _ in self._groups:
-            if pg is not None:
-                remove_placement_group(pg)
-        self.actors, self._groups = [], []
+        for pg in self._pgs:
+            remove_placement_group(pg)
+        self.actors, self.names, self._slots, self._pgs = [], [], [], []
 
 
 def run_tag(config: Config) -> str:
     """Prefix of this run's actor names: the run name and the driver's pid (unique per run)."""
     return f"{config.run.name}-{os.getpid()}"
+
+
+# Each role's unit of work, as RoleGroup.submit runs it.
+WORK = {"rollout": "generate", "reward": "score", "reference": "logprobs"}
 
 
 def role_group(
@@ -157,6 +218,7 @@ def role_group(
         run_tag(config),
         (section.num_cpus, section.num_gpus, section.placement),
         make_args,
+        work=WORK[role],
     )
     group.add(section.num_workers)
     return group
@@ -223,7 +285,8 @@ class LearnerGroup:
     """``num_ranks`` learner actors forming one torch.distributed group.
 
     PPO's :class:`Learner` by default (section ``learner``); the SFT and reward-model stages pass
-    their own rank class, learner section and constructor arguments.
+    their own rank class, learner section and constructor arguments. ``generation`` numbers the
+    groups of a run that restarted its learners (their actor names stay unique).
     """
 
     def __init__(
@@ -233,27 +296,42 @@ class LearnerGroup:
         engine: EngineConfig | None = None,
         make_args: Callable[[int], tuple] | None = None,
         role: str = "learner",
+        generation: int = 0,
     ) -> None:
         lc = engine or config.learner
+        self.timeouts = config.timeouts
         self.group = RoleGroup(
             cls,
-            role,
+            role if generation == 0 else f"{role}-g{generation}",
             run_tag(config),
             (lc.num_cpus, lc.num_gpus, lc.placement),
             make_args or (lambda rank: (config, rank)),
+            # The policy's weights travel by reference, with a receipt that shows a dead rank.
+            work="policy_state_dict" if hasattr(cls, "policy_state_dict") else None,
         )
         self.actors = self.group.add(lc.num_ranks)
         addr, port = ray.get(self.actors[0].rendezvous_address.remote(lc.master_port))
         # Setup (process group, model loading, engines) runs while the caller starts other roles.
         self._setup = [a.setup.remote(addr, port) for a in self.actors]
 
+    def _wait(self, refs: list[Any], phase: str, timeout_s: float) -> list[Any]:
+        """Every rank's result; a dead or hung rank is :class:`LearnerLost` (the gang restarts)."""
+        what = [f"{name} ({phase})" for name in self.group.names]
+        try:
+            return wait_all(refs, timeout_s, what)
+        except Exception as err:
+            if is_lost(err):
+                raise LearnerLost(f"learner {phase}: {one_line(err)}") from err
+            raise
+
     def wait_ready(self) -> list[Any]:
         """Block until every rank has joined the group and built its engines; their results."""
-        return ray.get(self._setup)
+        return self._wait(self._setup, "setup", self.timeouts.setup_s)
 
-    def call(self, method: str, *args: Any) -> list[Any]:
+    def call(self, method: str, *args: Any, timeout_s: float | None = None) -> list[Any]:
         """Call ``method`` on every rank (a collective) and return each rank's result."""
-        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        refs = [getattr(a, method).remote(*args) for a in self.actors]
+        return self._wait(refs, method, timeout_s or self.timeouts.train_s)
 
     def call_agreed(self, method: str, *args: Any) -> dict:
         """Call ``method`` on every rank; rank 0's metrics, once all ranks are seen to agree."""
@@ -266,22 +344,38 @@ class LearnerGroup:
             for a, s in zip(self.actors, shards, strict=True)
         ]
         return agreed(
-            ray.get(refs), ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy")
+            self._wait(refs, "train_step", self.timeouts.train_s),
+            ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy"),
         )
 
     def policy_weights(self) -> ray.ObjectRef:
-        """Ref to the full policy state dict (rank 0's result; other ranks take part in gathers)."""
-        refs = [a.policy_state_dict.remote() for a in self.actors]
-        ray.wait(refs, num_returns=len(refs), fetch_local=False)
-        return refs[0]
+        """Ref to the full policy state dict (rank 0's result; other ranks take part in gathers).
+
+        The weights stay in the object store: the driver reads only the ranks' receipts.
+        """
+        weights, receipts = zip(*(self.group.submit(a) for a in self.actors), strict=True)
+        self._wait(list(receipts), "policy_state_dict", self.timeouts.weight_sync_s)
+        return weights[0]
+
+    def save_checkpoint(self, path: str) -> None:
+        """Every rank writes its part of a checkpoint under ``path``."""
+        self.call("save_checkpoint", path, timeout_s=self.timeouts.checkpoint_s)
+
+    def load_checkpoint(self, path: str) -> list[Any]:
+        """Every rank loads its part of the checkpoint at ``path``; their results."""
+        return self.call("load_checkpoint", path, timeout_s=self.timeouts.checkpoint_s)
 
     def save_policy(self, path: str) -> None:
         """Write the trained policy as an HF folder (rank 0 writes; every rank gathers)."""
-        self.call("save_policy", path)
+        self.call("save_policy", path, timeout_s=self.timeouts.checkpoint_s)
 
     def policy_checksums(self) -> list[float]:
         """Each rank's sum of the full policy parameters: equal when the ranks agree."""
         return ray.get([a.policy_checksum.remote() for a in self.actors])
+
+    def state_digests(self) -> list[dict[str, str]]:
+        """Each rank's sha256 of its parameters and optimizer state (equal ⇔ torch.equal)."""
+        return ray.get([a.state_digest.remote() for a in self.actors])
 
     def shutdown(self) -> None:
         """Stop the ranks and free their placement group."""

@@ -56,6 +56,35 @@ class RunConfig(_Section):
     num_steps: int = Field(10, ge=1, description="PPO steps (generate → score → train → sync).")
     log_samples: int = Field(3, ge=0, description="Sample generations logged per step.")
     progress_bar: bool = Field(True, description="Show a progress bar over steps.")
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="Checkpoint every N steps (0: only when stopped by a signal or an error).",
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Committed checkpoints kept (newest).")
+    resume: Literal["auto", "must", "never"] = Field(
+        "auto",
+        description="auto: continue from the newest checkpoint if there is one; must: refuse "
+        "to start without one; never: start afresh (the old checkpoints are removed).",
+    )
+    max_worker_restarts: int = Field(
+        10, ge=0, description="Dead rollout/reward/reference actors replaced before giving up."
+    )
+    max_learner_restarts: int = Field(
+        2, ge=0, description="Learner group restarts from the last checkpoint before giving up."
+    )
+
+
+class TimeoutsConfig(_Section):
+    """Deadlines of the driver's blocking waits: a hang becomes an error naming role and phase."""
+
+    setup_s: float = Field(1800.0, gt=0.0, description="Actors started and models loaded.")
+    rollout_s: float = Field(
+        1800.0, gt=0.0, description="A step's generation, scoring and reference log-probs."
+    )
+    train_s: float = Field(1800.0, gt=0.0, description="One learner step (also its collectives).")
+    weight_sync_s: float = Field(600.0, gt=0.0, description="Weights reaching rollout workers.")
+    checkpoint_s: float = Field(1800.0, gt=0.0, description="Writing or loading a checkpoint.")
 
 
 class ModelConfig(_Section):
@@ -346,6 +375,7 @@ class Config(_Section):
     """The whole run. Sections mirror the roles that read them."""
 
     run: RunConfig = RunConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
     model: ModelConfig
     data: DataConfig
     rollout: RolloutConfig = RolloutConfig()

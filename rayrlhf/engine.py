@@ -6,6 +6,8 @@ code, so the CPU tests exercise the distributed path a GPU cluster runs.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 import socket
 import warnings
@@ -52,8 +54,13 @@ def all_sum(values: list[torch.Tensor | float], world_size: int) -> list[float]:
     return t.tolist()
 
 
-def init_distributed(cfg: EngineConfig, master_addr: str, master_port: int, rank: int) -> None:
-    """Join the learners' torch.distributed group of ``cfg.num_ranks`` (``cfg.backend``)."""
+def init_distributed(
+    cfg: EngineConfig, master_addr: str, master_port: int, rank: int, timeout_s: float = 1800.0
+) -> None:
+    """Join the learners' torch.distributed group of ``cfg.num_ranks`` (``cfg.backend``).
+
+    A collective that waits longer than ``timeout_s`` (a peer died) raises instead of hanging.
+    """
     os.environ.update(
         MASTER_ADDR=master_addr,
         MASTER_PORT=str(master_port),
@@ -71,6 +78,7 @@ def init_distributed(cfg: EngineConfig, master_addr: str, master_port: int, rank
         rank=rank,
         world_size=cfg.num_ranks,
         init_method=f"tcp://{master_addr}:{master_port}",
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
 
 
@@ -190,3 +198,58 @@ def save_hf_model(engine: Any, zero_stage: int, rank: int, path: str | Path) -> 
     if rank == 0:
         engine.module.save_pretrained(str(path), state_dict=state)
     return rank == 0
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+TAG = "state"  # one tag per folder: our manifest, not DeepSpeed's `latest`, says what is current
+
+
+def save_engine(engine: Any, path: str | Path) -> None:
+    """DeepSpeed's own state of ``engine`` under ``path``: module weights, optimizer and
+    LR-schedule state, ZeRO-partitioned as each rank holds them. A collective."""
+    engine.save_checkpoint(str(path), tag=TAG, save_latest=False)
+
+
+def load_engine(engine: Any, path: str | Path) -> None:
+    """Restore what :func:`save_engine` wrote (same rank count and ZeRO stage)."""
+    loaded, _ = engine.load_checkpoint(
+        str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if loaded is None:
+        raise FileNotFoundError(f"DeepSpeed found no engine state under {path}/{TAG}")
+
+
+def _tensor_digest(tensors: Iterator[torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def params_digest(engine: Any, zero_stage: int) -> str:
+    """sha256 of the full parameters (collective under ZeRO-3): equal digests ⇔ torch.equal."""
+    return _tensor_digest(full for _, full in iter_full_params(engine, zero_stage))
+
+
+def optimizer_digest(engine: Any) -> str:
+    """sha256 of this rank's optimizer state tensors (its ZeRO partition), in a fixed order."""
+    base = getattr(engine.optimizer, "optimizer", engine.optimizer)  # ZeRO wraps torch's AdamW
+
+    def tensors() -> Iterator[torch.Tensor]:
+        for group in base.param_groups:
+            for p in group["params"]:
+                state = base.state.get(p, {})
+                for key in sorted(state):
+                    value = state[key]
+                    yield value if torch.is_tensor(value) else torch.tensor(float(value))
+
+    return _tensor_digest(tensors())
+
+
+def grad_norm(engine: Any) -> float:
+    """The global gradient norm of the engine's last optimizer step (before clipping)."""
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        raise RuntimeError("DeepSpeed computed no gradient norm (gradient_clipping is on)")
+    return float(norm)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,15 @@ import yaml
 from tqdm import tqdm
 
 CONSOLE_KEYS = ("reward/mean", "kl/mean", "loss/policy", "loss/value", "throughput/tokens_per_s")
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """How far a run's logs go: rows of ``metrics.jsonl`` and the two files' sizes in bytes."""
+
+    rows: int = 0
+    metrics_bytes: int = 0
+    samples_bytes: int = 0
 
 
 class RunLogger:
@@ -28,17 +39,62 @@ class RunLogger:
         progress: bool = True,
         console_keys: tuple[str, ...] = CONSOLE_KEYS,
         desc: str = "ppo",
+        position: LogPosition | None = None,
     ) -> None:
+        """``position``: where the state the run starts from left the logs (a checkpoint's;
+        empty for a fresh start). Anything written after it is dropped first."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.console_keys, self.desc = console_keys, desc
+        position = position or LogPosition()
+        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
+        self._open(position)
+
+    def _open(self, position: LogPosition) -> None:
+        """Cut the files back to ``position``, rebuild TensorBoard from them, open for append."""
+        self.rows = position.rows
+        for name, size in (
+            ("metrics.jsonl", position.metrics_bytes),
+            ("samples.jsonl", position.samples_bytes),
+        ):
+            path = self.dir / name
+            if path.exists() and path.stat().st_size > size:
+                with path.open("r+b") as f:
+                    f.truncate(size)
         self.metrics_file = (self.dir / "metrics.jsonl").open("a", encoding="utf-8")
         self.samples_file = (self.dir / "samples.jsonl").open("a", encoding="utf-8")
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
 
+        # TensorBoard's files cannot be cut at a step, so they are written again from the
+        # metrics rows kept: one event per step and tag, none from the dropped steps.
+        shutil.rmtree(self.dir / "tensorboard", ignore_errors=True)
         self.tb = SummaryWriter(str(self.dir / "tensorboard"))
-        self.console_keys, self.desc = console_keys, desc
-        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
+        last = 0
+        for row in read_metrics(self.dir) if position.rows else []:
+            last = int(row["step"])
+            self._add_scalars(last, row)
+        self.bar.n = last
+        self.bar.refresh()
+
+    def position(self) -> LogPosition:
+        """Where the logs stand now (what a checkpoint records)."""
+        self.metrics_file.flush()
+        self.samples_file.flush()
+        return LogPosition(self.rows, self.metrics_file.tell(), self.samples_file.tell())
+
+    def rewind(self, position: LogPosition) -> None:
+        """Drop every row written after ``position`` (a run rolled back to a checkpoint)."""
+        self.tb.close()
+        self.metrics_file.close()
+        self.samples_file.close()
+        self._open(position)
+
+    def _add_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+        for key, value in scalars.items():
+            if key not in ("step", "time") and isinstance(value, int | float):
+                if math.isfinite(value):
+                    self.tb.add_scalar(key, value, step)
 
     def log(
         self,
@@ -51,9 +107,8 @@ class RunLogger:
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
         self.metrics_file.flush()
-        for key, value in scalars.items():
-            if math.isfinite(value):
-                self.tb.add_scalar(key, value, step)
+        self.rows += 1
+        self._add_scalars(step, scalars)
         for sample in samples or []:
             self.samples_file.write(json.dumps({"step": step, **sample}) + "\n")
         self.samples_file.flush()

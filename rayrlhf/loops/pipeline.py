@@ -11,8 +11,9 @@ Run directory::
 
 Re-running the command skips every stage whose ``done.json`` matches the stage's fingerprint
 (its config, the data files' size and mtime, and for PPO its upstream stages'); a finished stage
-whose config changed is an error, checked before anything runs; a stage that died half-way is
-started again from scratch, and PPO runs again whenever a stage it reads from did.
+whose config changed is an error, checked before anything runs; a stage that died half-way
+resumes from its newest checkpoint (``RUN_DIR/<stage>/checkpoints``) or, without one, starts
+again, and PPO runs again from scratch whenever a stage it reads from ran again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from rayrlhf.checkpoint import POINTER
 from rayrlhf.config import Config, ConfigError, from_dict, to_dict
 from rayrlhf.data.tables import load_rows
 from rayrlhf.loops.evaluation import mean_std_stderr
@@ -121,7 +123,9 @@ def finished(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
                 "to redo it, or choose another run.name"
             )
         return record["summary"]
-    if stage_dir.exists():
+    if (stage_dir / "checkpoints" / POINTER).exists():
+        print(f"[pipeline] {stage_dir.name}: unfinished earlier run, resuming it")
+    elif stage_dir.exists():
         print(f"[pipeline] {stage_dir.name}: unfinished earlier run, starting it again")
         shutil.rmtree(stage_dir)
     return None
@@ -136,18 +140,30 @@ def mark_done(stage_dir: Path, fingerprint: str, summary: dict[str, Any], second
 
 
 def run_ppo_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
-    """PPO with held-out evaluation before and after; saves the policy to ``stage_dir/model``."""
+    """PPO with held-out evaluation before and after; saves the policy to ``stage_dir/model``.
+
+    The evaluation before training is kept in ``eval_before.json``: a resumed run compares
+    against the policy it started from, not the one it resumed with.
+    """
     from rayrlhf.loops.ppo import PPOTrainer
+    from rayrlhf.metrics import read_metrics
 
     trainer = PPOTrainer(config, run_dir=stage_dir)
+    before_file = stage_dir / "eval_before.json"
     try:
         prompts = eval_prompts(config)
-        before = trainer.evaluate(prompts) if prompts else None
-        history = trainer.run()
-        after = trainer.evaluate(prompts) if prompts else None
+        before = None
+        if prompts and trainer.resumed_from is not None and before_file.exists():
+            before = json.loads(before_file.read_text())
+        elif prompts and trainer.step == 0:
+            before = trainer.evaluate(prompts)
+            before_file.write_text(json.dumps(before))
+        trainer.run()
+        after = trainer.evaluate(prompts) if before is not None else None
         trainer.save_policy(stage_dir / "model")
     finally:
         trainer.shutdown()
+    history = read_metrics(stage_dir)  # every step, also those before a resume
     last = history[-1]
     summary: dict[str, Any] = {
         "steps": len(history),
@@ -215,7 +231,7 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
             print(f"[pipeline] {stage}: finished earlier ({stage_dir}/done.json), skipping")
             summaries[stage] = done[stage]
             continue
-        if done[stage] is not None:
+        if stale and stage_dir.exists():  # finished or part-way, on the old upstream models
             print(f"[pipeline] {stage}: built on a stage that just ran again, redoing it")
             shutil.rmtree(stage_dir)
         print(f"[pipeline] {stage}: starting ({stage_dir})")

@@ -3,12 +3,15 @@
 One step::
 
     chunks  = prompts for this step, with stable sample ids
-    rollout = rollout_worker[i % R].generate(chunk_i)          → ref
-    scores  = reward_worker[i % S].score(rollout_i)            → ref
-    ref_lp  = reference_worker[i % F].logprobs(rollout_i)      → ref
+    rollout = rollout_worker[i % R].generate(chunk_i)          → ref (+ receipt)
+    scores  = reward_worker[i % S].score(rollout_i)            → ref (+ receipt)
+    ref_lp  = reference_worker[i % F].logprobs(rollout_i)      → ref (+ receipt)
     metrics = learners.train(shard r = chunks r, r+L, ...)     (ranks fetch their refs)
     weights = learners.policy_weights()                        → ref, loaded by every rollout worker
 
+A chunk whose worker died is dispatched again on a replacement (:mod:`rayrlhf.loops.rollouts`);
+a dead learner rank restarts the learner group from the last checkpoint; SIGINT/SIGTERM stop
+the run at a step boundary with a checkpoint; a rerun resumes from it (:mod:`rayrlhf.resume`).
 Between steps the trainer applies resize requests (`set_rollout_workers`, or `rayrlhf scale`).
 """
 
@@ -21,11 +24,23 @@ from typing import Any
 
 import ray
 
-from rayrlhf import cluster
-from rayrlhf.buffer import ChunkRefs, ExperienceBuffer
+from rayrlhf import cluster, resume
+from rayrlhf.buffer import ExperienceBuffer
 from rayrlhf.config import Config, to_dict
 from rayrlhf.data.prompts import PromptSource, load_prompts
+from rayrlhf.faults import (
+    FaultCounts,
+    LearnerLost,
+    RunFailed,
+    RunStopped,
+    StopRequest,
+    is_lost,
+    one_line,
+    write_error_log,
+)
 from rayrlhf.loops import evaluation
+from rayrlhf.loops.rollouts import ChunkRunner
+from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
 from rayrlhf.metrics import RunLogger
 from rayrlhf.roles.learner import Learner
 from rayrlhf.roles.reference import ReferenceWorker
@@ -44,22 +59,29 @@ class Roles:
 
 
 class PPOTrainer:
-    """Builds the actor groups for a config and runs PPO steps."""
+    """Builds the actor groups for a config, resumes from its newest checkpoint, runs steps."""
 
     def __init__(
         self, config: Config, run_dir: str | Path | None = None, roles: Roles = Roles()
     ) -> None:
-        self.config = config
+        self.config, self.roles = config, roles
         self.run_dir = Path(run_dir or Path(config.run.output_dir) / config.run.name)
+        self.checkpoints = self.run_dir / "checkpoints"
         prompts, self.data_report = load_prompts(
             config.data.prompts, config.data.prompt_key, config.data.max_bad_fraction
         )
         self.prompts = PromptSource(prompts, config.run.seed)
+        # Refused before any actor starts: a damaged checkpoint or a changed config costs seconds.
+        found = resume.find(self.checkpoints, config.run.resume)
+        if found is not None:
+            shape = (config.learner.num_ranks, config.learner.zero_stage)
+            resume.check_compatible(found, to_dict(config), shape, "learner")
         cluster.ensure_ray(config)
         self.control = cluster.control_actor(config)
         # `rayrlhf scale` finds the Ray this run uses (perhaps one it started itself) here.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "ray_address").write_text(ray.get_runtime_context().gcs_address)
+        self.faults = FaultCounts()
         self.learners = cluster.LearnerGroup(config, roles.learner)
         self.rollout = cluster.role_group(config, roles.rollout, "rollout", lambda i: (config, i))
         device = "cuda" if config.reward.num_gpus > 0 else "cpu"
@@ -69,38 +91,81 @@ class PPOTrainer:
         self.reference = cluster.role_group(
             config, roles.reference, "reference", lambda i: (config,)
         )
+        self.runner = ChunkRunner(
+            {"rollout": self.rollout, "reward": self.reward, "reference": self.reference},
+            self.faults,
+            config.run.max_worker_restarts,
+            config.timeouts.rollout_s,
+            self._bring_up_to_date,
+        )
         self.learners.wait_ready()
         self.sync_bytes = 0
         if config.weight_sync.method == "broadcast":
             self._form_sync_group()
         self.buffer = ExperienceBuffer()
-        self.policy_version = 0
+        self.state = RunState()
         self.weights: ray.ObjectRef | None = None  # the newest synced weights, for new workers
-        self.step = 0
+        self.logger: RunLogger | None = None
+        self._at_boundary = True  # learners hold the state after self.step (checkpointable)
+        self.resumed_from = found
+        if found is not None:
+            self._restore(found)
+            vars(self.faults).update(self.state.faults)  # what the run survived so far
+            self.sync_weights()
+            print(f"[rayrlhf] resumed from {found.path} (step {self.step})", flush=True)
+
+    @property
+    def step(self) -> int:
+        """Steps completed."""
+        return self.state.step
+
+    @property
+    def policy_version(self) -> int:
+        """The version of the policy the learners hold (and the rollout workers, once synced)."""
+        return self.state.policy_version
+
+    # ---- the loop -----------------------------------------------------------------------------
 
     def run(self, num_steps: int | None = None) -> list[dict[str, Any]]:
-        """Run ``num_steps`` (default ``run.num_steps``) steps, logging each; returns metrics."""
-        n = num_steps or self.config.run.num_steps
-        logger = RunLogger(self.run_dir, to_dict(self.config), n, self.config.run.progress_bar)
-        history = []
+        """Run ``num_steps`` more steps (default: until ``run.num_steps``); returns their metrics.
+
+        Raises :class:`RunStopped` after a SIGINT/SIGTERM (with a checkpoint written) and
+        :class:`RunFailed` on an error it cannot get past (with a checkpoint where possible).
+        """
+        target = self.step + num_steps if num_steps else self.config.run.num_steps
+        self.logger = RunLogger(
+            self.run_dir,
+            to_dict(self.config),
+            self.config.run.num_steps,
+            self.config.run.progress_bar,
+            position=self.state.logs,
+        )
+        history: list[dict[str, Any]] = []
+        every = self.config.run.checkpoint_every
         try:
-            for _ in range(n):
-                requested = ray.get(self.control.take_request.remote())
-                if requested is not None:
-                    self.set_rollout_workers(requested)
-                metrics = self.train_step()
-                samples = metrics.pop("samples_text", [])
-                logger.log(self.step, metrics, samples)
-                history.append(metrics)
-                self.control.report.remote(
-                    {
-                        "step": self.step,
-                        "policy_version": self.policy_version,
-                        "rollout_workers": len(self.rollout.actors),
-                    }
-                )
+            with StopRequest() as stop:
+                while self.step < target:
+                    self._apply_resize_request()
+                    try:
+                        metrics = self.train_step()
+                    except LearnerLost as err:
+                        self._restart_learners(err)
+                        history = [m for m in history if m["policy_version"] <= self.step]
+                        continue
+                    self.logger.log(self.step, metrics, metrics.pop("samples_text", []))
+                    history.append(metrics)
+                    self._report()
+                    due = every and (self.step % every == 0 or self.step == target)
+                    if due or stop.requested:
+                        self.save_checkpoint()
+                    if stop.requested:
+                        raise RunStopped(self._stop_message(stop.signal_name), stop.signal_name)
+        except (RunStopped, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            raise self._failure(err) from err
         finally:
-            logger.close()
+            self.logger.close()
         return history
 
     def train_step(self) -> dict[str, Any]:
@@ -108,20 +173,21 @@ class PPOTrainer:
         t0 = time.perf_counter()
         cfg = self.config.rollout
         chunks = self.prompts.step_chunks(self.step, cfg.prompts_per_step, cfg.chunk_size)
+        for chunk in chunks:
+            self.buffer.dispatch(chunk.sample_ids)
         # Chunks are dealt over the workers alive now: a resize rebalances the next step.
-        rollout_actors = self.rollout.actors
-        reward_actors, reference_actors = self.reward.actors, self.reference.actors
-        for i, chunk in enumerate(chunks):
-            rollout = rollout_actors[i % len(rollout_actors)].generate.remote(chunk)
-            scores = reward_actors[i % len(reward_actors)].score.remote(rollout)
-            reference = reference_actors[i % len(reference_actors)].logprobs.remote(rollout)
-            self.buffer.add(ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference))
+        workers = len(self.rollout.actors)
+        for refs in self.runner.run(chunks):
+            self.buffer.add(refs)
+        self._at_boundary = False
         metrics = self.learners.train(self.buffer.shards(self.config.learner.num_ranks))
         trained = self.buffer.mark_trained()
+        self.state.step += 1
+        self.state.policy_version = int(metrics["policy_version"])
+        self._at_boundary = True
         t_train = time.perf_counter()
         self.sync_weights()
         t_end = time.perf_counter()
-        self.step += 1
         metrics.update(
             {
                 "time/weight_sync": t_end - t_train,
@@ -130,20 +196,22 @@ class PPOTrainer:
                 "throughput/tokens_per_s": metrics["tokens/response"] / (t_end - t0),
                 "buffer/trained_total": self.buffer.trained_total,
                 "data/prompts_skipped": self.data_report.skipped,
-                "rollout/workers": len(rollout_actors),
+                "rollout/workers": workers,
                 "sync/bytes": self.sync_bytes,
+                **self.faults.metrics(),
             }
         )
         return metrics
 
+    # ---- weights ----------------------------------------------------------------------------
+
     def sync_weights(self) -> None:
-        """Every rollout worker loads the learner's newest weights before generating again."""
-        self.policy_version += 1
+        """Every rollout worker loads the learner's current weights before generating again."""
         if self.config.weight_sync.method == "broadcast":
             self._broadcast()
         else:
             self.weights = self.learners.policy_weights()
-            self._load_weights(self.rollout.actors)
+            self._load_weights(list(self.rollout.actors))
             # The size is object-store metadata: the driver never fetches the weights.
             info = ray.experimental.get_object_locations([self.weights])[self.weights]
             self.sync_bytes = info.get("object_size") or 0
@@ -151,9 +219,27 @@ class PPOTrainer:
     def _load_weights(self, workers: list[Any]) -> None:
         if self.weights is None or not workers:  # at version 0 workers hold the initial policy
             return
-        self._check_versions(
-            ray.get([w.load_weights.remote(self.weights, self.policy_version) for w in workers])
-        )
+        refs = [w.load_weights.remote(self.weights, self.policy_version) for w in workers]
+        for worker, ref in zip(workers, refs, strict=True):
+            try:
+                version = ray.get(ref, timeout=self.config.timeouts.weight_sync_s)
+            except Exception as err:
+                if not (is_lost(err) or isinstance(err, ray.exceptions.GetTimeoutError)):
+                    raise
+                self.runner.replace("rollout", worker, err)  # the new one loads the weights
+                continue
+            self._check_versions([version])
+
+    def _bring_up_to_date(self, role: str, actor: Any) -> None:
+        """A new actor of ``role`` gets the current policy version before it works."""
+        if role != "rollout":
+            return  # reward and reference workers hold nothing that changes
+        if self.config.weight_sync.method == "broadcast":
+            self._form_sync_group()
+            if self.policy_version > 0:
+                self._broadcast()  # the current version again, now reaching the new workers
+        else:
+            self._load_weights([actor])
 
     def _form_sync_group(self) -> None:
         """(Re)build the broadcast group: learner rank 0 plus the rollout workers alive now."""
@@ -167,20 +253,38 @@ class PPOTrainer:
                     w.join_sync_group.remote(host, port, i + 1, world)
                     for i, w in enumerate(workers)
                 ),
-            ]
+            ],
+            timeout=self.config.timeouts.weight_sync_s,
         )
 
     def _broadcast(self) -> None:
         sends = [a.broadcast_policy.remote() for a in self.learners.actors]
         receives = [w.receive_weights.remote(self.policy_version) for w in self.rollout.actors]
-        self._check_versions(ray.get(receives))
-        self.sync_bytes = ray.get(sends)[0]
+        timeout = self.config.timeouts.weight_sync_s
+        self._check_versions(ray.get(receives, timeout=timeout))
+        self.sync_bytes = ray.get(sends, timeout=timeout)[0]
 
     def _check_versions(self, versions: list[int]) -> None:
         if set(versions) != {self.policy_version}:
             raise RuntimeError(
                 f"rollout workers report versions {versions}, expected {self.policy_version}"
             )
+
+    # ---- resizing -------------------------------------------------------------------------------
+
+    def _apply_resize_request(self) -> None:
+        requested = ray.get(self.control.take_request.remote(), timeout=60)
+        if requested is not None:
+            self.set_rollout_workers(requested)
+
+    def _report(self) -> None:
+        self.control.report.remote(
+            {
+                "step": self.step,
+                "policy_version": self.policy_version,
+                "rollout_workers": len(self.rollout.actors),
+            }
+        )
 
     def set_rollout_workers(self, count: int) -> None:
         """Resize the rollout role to ``count`` workers between steps.
@@ -205,6 +309,92 @@ class PPOTrainer:
         else:
             self._load_weights(added)
 
+    # ---- checkpoints, restarts, failures ------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Commit a checkpoint of the state after the current step; returns its folder."""
+        if self.logger is not None:
+            self.state.logs = self.logger.position()
+        self.state.faults = vars(self.faults).copy()
+        lc = self.config.learner
+        return save_run_state(
+            self.checkpoints,
+            self.state,
+            self.buffer,
+            lambda path: self.learners.save_checkpoint(str(path)),
+            {
+                "kind": "ppo",
+                "world_size": lc.num_ranks,
+                "zero_stage": lc.zero_stage,
+                "config": to_dict(self.config),
+                "data": resume.data_digests(to_dict(self.config)),
+            },
+            self.config.run.keep_checkpoints,
+        )
+
+    def _restore(self, found: resume.Checkpoint | None) -> None:
+        """Learners, ledger, step, version and log position back to ``found`` (None: start).
+
+        The rollout workers still hold other weights: the caller syncs them.
+        """
+        self.buffer = ExperienceBuffer()
+        if found is None:
+            self.state = RunState()
+            return
+        self.learners.load_checkpoint(str(found.path / "learner"))
+        self.state = load_run_state(found.path, self.buffer)
+
+    def _restart_learners(self, err: LearnerLost) -> None:
+        """Stop the whole learner group, start it again and roll back to the last checkpoint."""
+        self.faults.learner_restarts += 1
+        self.faults.last_cause = f"learner: {one_line(err)}"
+        if self.faults.learner_restarts > self.config.run.max_learner_restarts:
+            raise RunFailed(
+                f"learner group lost {self.faults.learner_restarts} times, more than "
+                f"run.max_learner_restarts={self.config.run.max_learner_restarts}; last: "
+                f"{self.faults.last_cause}"
+            ) from err
+        found = resume.find(self.checkpoints, "auto")
+        where = f"checkpoint {found.path.name}" if found else "the start (no checkpoint yet)"
+        print(f"[rayrlhf] {self.faults.last_cause}; restarting the learners from {where}")
+        self.learners.shutdown()
+        self.learners = cluster.LearnerGroup(
+            self.config, self.roles.learner, generation=self.faults.learner_restarts
+        )
+        self.learners.wait_ready()
+        if self.config.weight_sync.method == "broadcast":
+            self._form_sync_group()
+        self._restore(found)
+        self.sync_weights()  # the restored (or initial) policy, everywhere
+        assert self.logger is not None
+        self.logger.rewind(self.state.logs)
+        self._at_boundary = True
+
+    def _stop_message(self, signal_name: str | None) -> str:
+        return (
+            f"stopped by {signal_name} after step {self.step}; checkpoint in {self.checkpoints}. "
+            "Run the same command again to resume"
+        )
+
+    def _failure(self, err: BaseException) -> RunFailed:
+        """Checkpoint if the learners are between steps, log the traceback, name the cause."""
+        where = "the last checkpoint stands (the learners stopped mid-step)"
+        if self._at_boundary:
+            try:
+                self.buffer.abandon()
+                where = f"checkpoint written after step {self.step}"
+                self.save_checkpoint()
+            except Exception as ckpt_err:  # the cause may have taken the learners with it
+                where = f"no checkpoint written ({one_line(ckpt_err)})"
+        log = write_error_log(self.run_dir, err)
+        cause = str(err) if isinstance(err, RunFailed) else one_line(err)
+        return RunFailed(
+            f"{cause} — stopped in step {self.step + 1}; {where}; traceback in {log}. Fix the "
+            "cause and run the same command again to resume"
+        )
+
+    # ---- evaluation and saving ------------------------------------------------------------
+
     def evaluate(self, prompts: list[str]) -> dict[str, Any]:
         """Held-out metrics of the current policy: reward, KL to the reference, samples.
 
@@ -212,17 +402,11 @@ class PPOTrainer:
         the same sampling seeds) every call, so before/after numbers are a paired comparison.
         """
         chunks = evaluation.eval_chunks(prompts, self.config.rollout.chunk_size)
-        rollout, reward, reference = self.rollout.actors, self.reward.actors, self.reference.actors
-        parts = []
-        for i, chunk in enumerate(chunks):
-            generated = rollout[i % len(rollout)].generate.remote(chunk)
-            parts.append(
-                cluster.summarize_chunk.remote(
-                    generated,
-                    reward[i % len(reward)].score.remote(generated),
-                    reference[i % len(reference)].logprobs.remote(generated),
-                )
-            )
+        summarize = cluster.zero_cpu_task(evaluation.summarize_chunk)
+        parts = [
+            summarize.remote(refs.rollout, refs.scores, refs.reference)
+            for refs in self.runner.run(chunks)
+        ]
         samples = [s for part in ray.get(parts) for s in part]
         return {
             **evaluation.aggregate(samples),

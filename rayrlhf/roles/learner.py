@@ -20,15 +20,21 @@ from rayrlhf.algos.kl import KL_CONTROLLERS, KL_ESTIMATORS, token_rewards
 from rayrlhf.algos.losses import policy_loss, value_loss
 from rayrlhf.algos.masking import masked_mean, masked_whiten
 from rayrlhf.buffer import fetch
+from rayrlhf.checkpoint import load_rank_state, save_rank_state
 from rayrlhf.config import Config
 from rayrlhf.engine import (
     all_sum,
     build_engine,
     free_address,
     full_shapes,
+    grad_norm,
     init_distributed,
     iter_full_params,
+    load_engine,
+    optimizer_digest,
+    params_digest,
     partitioned_loading,
+    save_engine,
     save_hf_model,
 )
 from rayrlhf.experience import RolloutBatch, join_chunks
@@ -70,7 +76,7 @@ class Learner:
         """Join the process group and build the DeepSpeed engines; returns this rank."""
         lc = self.config.learner
         torch.manual_seed(self.config.run.seed)  # identical value-head init on every rank
-        init_distributed(lc, master_addr, master_port, self.rank)
+        init_distributed(lc, master_addr, master_port, self.rank, self.config.timeouts.train_s)
         with partitioned_loading(lc, lc.policy_lr):
             policy = load_policy(self.config.model.policy, "fp32")
             value = load_value_model(self.config.value_path, "fp32")
@@ -239,6 +245,7 @@ class Learner:
         ]
         minibatch_tokens = self._all_sum(*local)  # one all-reduce for every minibatch of the step
         sums: dict[str, float] = defaultdict(float)
+        norms: dict[str, float] = defaultdict(float)
         count = 0
         for epoch, order in enumerate(orders):
             for start in range(0, len(batch), lc.micro_batch_size):
@@ -251,7 +258,14 @@ class Learner:
                 for k, v in stats.items():
                     sums[k] += v
                 count += 1
-        return {k: v / max(count, 1) for k, v in sums.items()}
+                if count % grad_accum == 0:  # an optimizer step: its global gradient norms
+                    for key, engine in (("policy", self.policy), ("value", self.value)):
+                        norms[f"{key}/grad_norm"] += grad_norm(engine)
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        # Global already (DeepSpeed reduces them), so equal on every rank: a loss scale that
+        # depends on the rank count shows here even where Adam hides it in the parameters.
+        means.update({k: v / max(count // grad_accum, 1) for k, v in norms.items()})
+        return means
 
     def _micro_step(
         self, batch, idx, old_logprobs, old_values, adv, returns, weight: float
@@ -365,3 +379,39 @@ class Learner:
         if wrote:
             load_tokenizer(self.config.tokenizer_path).save_pretrained(path)
         return wrote
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(self, path: str) -> int:
+        """Write this rank's part of a checkpoint under ``path``; every rank calls (collective).
+
+        DeepSpeed's state of both engines (weights, optimizer, ZeRO partitions), then this
+        rank's policy version, KL controller and random generators. Returns the rank.
+        """
+        save_engine(self.policy, f"{path}/policy")
+        save_engine(self.value, f"{path}/value")
+        state = {"policy_version": self.policy_version, "kl_controller": self.kl_ctl.state_dict()}
+        save_rank_state(path, self.rank, state)
+        return self.rank
+
+    def load_checkpoint(self, path: str) -> int:
+        """Restore this rank's part of the checkpoint at ``path``; returns its policy version."""
+        load_engine(self.policy, f"{path}/policy")
+        load_engine(self.value, f"{path}/value")
+        state = load_rank_state(path, self.rank)
+        self.policy_version = int(state["policy_version"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        return self.policy_version
+
+    def state_digest(self) -> dict[str, str]:
+        """sha256 of the full parameters and of this rank's optimizer state, per engine.
+
+        Equal digests mean ``torch.equal`` tensors: what the exact-resume tests compare.
+        """
+        stage = self.config.learner.zero_stage
+        return {
+            "policy/params": params_digest(self.policy, stage),
+            "policy/optimizer": optimizer_digest(self.policy),
+            "value/params": params_digest(self.value, stage),
+            "value/optimizer": optimizer_digest(self.value),
+        }

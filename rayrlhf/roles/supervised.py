@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from rayrlhf.checkpoint import load_rank_state, save_rank_state
 from rayrlhf.config import Config
 from rayrlhf.data.tables import DataError
 from rayrlhf.engine import (
@@ -21,7 +22,11 @@ from rayrlhf.engine import (
     build_engine,
     free_address,
     init_distributed,
+    load_engine,
+    optimizer_digest,
+    params_digest,
     partitioned_loading,
+    save_engine,
     save_hf_model,
 )
 from rayrlhf.models import disable_dropout
@@ -59,7 +64,7 @@ class SupervisedLearner:
     def setup(self, master_addr: str, master_port: int) -> dict[str, float]:
         """Join the group, load and encode the data, build the engine; returns the plan."""
         torch.manual_seed(self.config.run.seed)  # identical head init on every rank
-        init_distributed(self.lc, master_addr, master_port, self.rank)
+        init_distributed(self.lc, master_addr, master_port, self.rank, self.config.timeouts.train_s)
         self.task = make_task(self.config, self.stage_name)
         self.steps_per_epoch = len(self.task.train) // self.lc.minibatch_size
         if self.steps_per_epoch == 0:
@@ -159,3 +164,24 @@ class SupervisedLearner:
         if wrote:
             self.task.save_extras(path)
         return wrote
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(self, path: str) -> int:
+        """Write this rank's part of a checkpoint (DeepSpeed state, RNG); collective."""
+        save_engine(self.engine, f"{path}/engine")
+        save_rank_state(path, self.rank, {})
+        return self.rank
+
+    def load_checkpoint(self, path: str) -> int:
+        """Restore this rank's part of the checkpoint at ``path``; returns the rank."""
+        load_engine(self.engine, f"{path}/engine")
+        load_rank_state(path, self.rank)
+        return self.rank
+
+    def state_digest(self) -> dict[str, str]:
+        """sha256 of the full parameters and of this rank's optimizer state."""
+        return {
+            "params": params_digest(self.engine, self.lc.zero_stage),
+            "optimizer": optimizer_digest(self.engine),
+        }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayrlhf.buffer import ChunkRefs, ExperienceBuffer, SampleState, fetch
+from rayrlhf.buffer import ChunkRefs, ExperienceBuffer, LedgerError, SampleState, fetch
 from rayrlhf.experience import (
     ReferenceLogprobs,
     Rollout,
@@ -77,11 +77,42 @@ def test_ledger_counts_each_sample_once():
     assert [s.rollouts for s in shards] == [["r0", "r2"], ["r1", "r3"]]
     assert buf.mark_trained() == 4
     assert buf.count(SampleState.TRAINED) == 4
-    with pytest.raises(ValueError, match="added twice"):
+    with pytest.raises(LedgerError, match="arrived twice"):
         buf.add(ChunkRefs(("s1",), "x", "x", "x"))
+    with pytest.raises(LedgerError, match="dispatched again in state trained"):
+        buf.dispatch(["s1"])
     buf.add(ChunkRefs(("s9",), "x", "x", "x"))
     with pytest.raises(ValueError, match="do not split over 2 ranks"):
         buf.shards(2)
+
+
+def test_a_redispatched_chunk_arrives_once_and_is_trained_once():
+    buf = ExperienceBuffer()
+    buf.dispatch(["a", "b"])
+    buf.dispatch(["a", "b"])  # its worker died: the same ids go out again
+    buf.add(ChunkRefs(("a", "b"), "r", "s", "f"))
+    with pytest.raises(LedgerError, match="arrived twice"):
+        buf.add(ChunkRefs(("a", "b"), "r2", "s2", "f2"))
+    assert len(buf.pending) == 1 and buf.mark_trained() == 2
+    with pytest.raises(LedgerError, match="trained twice"):
+        buf.pending = [ChunkRefs(("a",), "r", "s", "f")]
+        buf.mark_trained()
+
+
+def test_ledger_round_trips_and_abandon_forgets_the_unfinished_step():
+    buf = ExperienceBuffer()
+    buf.add(ChunkRefs(("0-0", "0-1"), "r", "s", "f"))
+    buf.mark_trained()
+    state = buf.state_dict()
+    buf.dispatch(["1-0"])
+    buf.add(ChunkRefs(("1-1",), "r", "s", "f"))
+    with pytest.raises(LedgerError, match="between steps"):
+        buf.state_dict()
+    buf.abandon()
+    assert buf.state_dict() == state == {"trained": ["0-0", "0-1"], "trained_total": 2}
+    other = ExperienceBuffer()
+    other.load_state(state)
+    assert other.ledger == buf.ledger and other.trained_total == 2
 
 
 def test_fetch_passes_plain_objects_through():

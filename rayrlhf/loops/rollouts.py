@@ -1,0 +1,124 @@
+"""A step's chunks through the rollout, reward and reference workers, surviving dead ones.
+
+Each chunk is dispatched as three calls (generate → score and reference log-probs), each with a
+receipt the driver reads; the results stay in the object store. A chunk whose call failed
+because a worker died (or hung past ``timeouts.rollout_s``, or its result was lost) is
+dispatched again, under the same sample ids, after the dead actor is replaced: chunk-seeded
+sampling makes the redone chunk the same chunk. An error raised by the work itself (a reward
+function returning NaN) is not retried: it is raised to the trainer, which stops the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from rayrlhf.buffer import ChunkRefs
+from rayrlhf.cluster import RoleGroup
+from rayrlhf.experience import PromptChunk
+from rayrlhf.faults import WORKER_LOST, FaultCounts, PhaseTimeout, RunFailed, is_lost, one_line
+
+ROLES = ("rollout", "reward", "reference")
+
+
+@dataclass
+class _InFlight:
+    """One dispatch of a chunk: its result refs, their receipts, and the actors doing it."""
+
+    refs: ChunkRefs
+    receipts: tuple[Any, Any, Any]
+    actors: tuple[Any, Any, Any]
+
+
+class ChunkRunner:
+    """Runs chunks on the three role groups; replaces dead actors, counts what it survived.
+
+    ``on_replaced(role, actor)`` brings a new actor up to date before it works (a rollout
+    worker loads the current policy version).
+    """
+
+    def __init__(
+        self,
+        groups: dict[str, RoleGroup],
+        counts: FaultCounts,
+        max_restarts: int,
+        timeout_s: float,
+        on_replaced: Callable[[str, Any], None],
+    ) -> None:
+        self.groups, self.counts = groups, counts
+        self.max_restarts, self.timeout_s = max_restarts, timeout_s
+        self.on_replaced = on_replaced
+
+    def _dispatch(self, i: int, chunk: PromptChunk) -> _InFlight:
+        actors = tuple(self.groups[r].actors[i % len(self.groups[r].actors)] for r in ROLES)
+        rollout, r_receipt = self.groups["rollout"].submit(actors[0], chunk)
+        scores, s_receipt = self.groups["reward"].submit(actors[1], rollout)
+        reference, f_receipt = self.groups["reference"].submit(actors[2], rollout)
+        refs = ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference)
+        return _InFlight(refs, (r_receipt, s_receipt, f_receipt), actors)  # type: ignore[arg-type]
+
+    def run(self, chunks: list[PromptChunk]) -> list[ChunkRefs]:
+        """Every chunk's result refs, in chunk order, once all three calls of each succeeded."""
+        flights = {i: self._dispatch(i, c) for i, c in enumerate(chunks)}
+        done: dict[int, ChunkRefs] = {}
+        while flights:
+            failed = self._wait(flights)
+            for i in [i for i in flights if i not in failed]:
+                done[i] = flights.pop(i).refs
+            if failed:
+                self._recover(flights, failed)
+                for i in failed:
+                    flights[i] = self._dispatch(i, chunks[i])
+                    self.counts.redispatched_chunks += 1
+        return [done[i] for i in range(len(chunks))]
+
+    def _wait(self, flights: dict[int, _InFlight]) -> dict[int, tuple[str, BaseException]]:
+        """Wait for every receipt (up to the deadline); the failed chunks, each with the role of
+        its first failed call and why. Score and reference calls read the rollout, so a chunk's
+        first failure in the order rollout → reward → reference names the culprit."""
+        receipts = [r for f in flights.values() for r in f.receipts]
+        ray.wait(receipts, num_returns=len(receipts), timeout=self.timeout_s)
+        failed: dict[int, tuple[str, BaseException]] = {}
+        for i, flight in flights.items():
+            for role, receipt in zip(ROLES, flight.receipts, strict=True):
+                try:
+                    ray.get(receipt, timeout=0)
+                except ray.exceptions.GetTimeoutError:
+                    failed[i] = (role, PhaseTimeout(f"no result after {self.timeout_s:.0f}s"))
+                    break
+                except Exception as err:
+                    if not is_lost(err):
+                        raise  # the work itself failed: retrying would fail the same way
+                    failed[i] = (role, err)
+                    break
+        return failed
+
+    def _recover(
+        self, flights: dict[int, _InFlight], failed: dict[int, tuple[str, BaseException]]
+    ) -> None:
+        """Replace each dead or hung culprit once; a lost object only needs the chunk redone."""
+        for i, (role, err) in failed.items():
+            actor = flights.pop(i).actors[ROLES.index(role)]
+            if actor in self.groups[role].actors and isinstance(err, WORKER_LOST + (PhaseTimeout,)):
+                self.replace(role, actor, err)  # not yet replaced (it may serve several chunks)
+
+    def replace(self, role: str, actor: Any, err: BaseException) -> Any:
+        """Count the loss of ``actor``, start its replacement and bring it up to date.
+
+        Past ``run.max_worker_restarts`` the run stops, naming the role, actor and cause.
+        """
+        group = self.groups[role]
+        self.counts.worker_restarts += 1
+        self.counts.last_cause = f"{role} {group.name_of(actor)}: {one_line(err)}"
+        if self.counts.worker_restarts > self.max_restarts:
+            raise RunFailed(
+                f"{self.counts.worker_restarts} worker restarts, more than "
+                f"run.max_worker_restarts={self.max_restarts}; last: {self.counts.last_cause}"
+            )
+        print(f"[rayrlhf] lost {self.counts.last_cause}; replacing it", flush=True)
+        new = group.replace(actor)
+        self.on_replaced(role, new)
+        return new

@@ -1,0 +1,81 @@
+"""The driver's part of a checkpoint, for PPO and the supervised stages alike.
+
+A checkpoint folder holds::
+
+    learner/          each learner rank's part (DeepSpeed engines, rank-NNN.pt: RNG, counters)
+    driver.json       step, policy version, where the logs stand, the prompt position, faults
+    ledger.json       every sample trained so far (PPO only)
+    driver_rng.pt     the driver's random generators
+    manifest.json     written last by :func:`rayrlhf.checkpoint.commit`
+
+The prompt order is a pure function of the seed, the prompts and the step (checked through the
+config and the data digests), so the step is the prompt source's whole position.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rayrlhf import checkpoint
+from rayrlhf.buffer import ExperienceBuffer
+from rayrlhf.metrics import LogPosition
+
+
+@dataclass
+class RunState:
+    """What the driver needs to continue a run: the counters it keeps between steps."""
+
+    step: int = 0  # steps completed (optimizer steps for a supervised stage)
+    policy_version: int = 0
+    logs: LogPosition = LogPosition()
+    faults: dict[str, Any] = field(default_factory=dict)  # FaultCounts' fields
+
+
+def save_run_state(
+    root: Path,
+    state: RunState,
+    buffer: ExperienceBuffer | None,
+    save_learners: Callable[[Path], None],
+    fields: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write and commit a checkpoint of ``state`` under ``root``; returns its folder.
+
+    ``save_learners(folder)`` has every learner rank write its part into ``folder``.
+    """
+    tmp = checkpoint.begin(root, state.step)
+    (tmp / "learner").mkdir()
+    save_learners(tmp / "learner")
+    driver = {
+        "step": state.step,
+        "policy_version": state.policy_version,
+        "logs": asdict(state.logs),
+        "faults": state.faults,
+        "prompts": {"next_step": state.step},
+    }
+    (tmp / "driver.json").write_text(json.dumps(driver, indent=1))
+    if buffer is not None:
+        (tmp / "ledger.json").write_text(json.dumps(buffer.state_dict()))
+    torch.save(checkpoint.rng_state(), tmp / "driver_rng.pt")
+    return checkpoint.commit(tmp, state.step, fields, keep).path
+
+
+def load_run_state(path: Path, buffer: ExperienceBuffer | None) -> RunState:
+    """Read the driver's part of the (verified) checkpoint at ``path``; fills ``buffer``."""
+    driver = json.loads((path / "driver.json").read_text())
+    if buffer is not None:
+        buffer.load_state(json.loads((path / "ledger.json").read_text()))
+    # Our own file, its hash checked against the manifest: not an untrusted pickle.
+    checkpoint.set_rng_state(torch.load(path / "driver_rng.pt", weights_only=False))
+    return RunState(
+        step=int(driver["step"]),
+        policy_version=int(driver["policy_version"]),
+        logs=LogPosition(**driver["logs"]),
+        faults=dict(driver["faults"]),
+    )
