@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         # One line; the whole traceback is in the run directory's error.log.
         print(f"rayrlhf: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C twice, or before the first step began
+        print("rayrlhf: interrupted; the newest checkpoint (if any) stands", file=sys.stderr)
+        return 128 + 2
     print(format_summary(summaries, run_dir))
     from rayrlhf.plots import plot_run
 

@@ -40,6 +40,9 @@ def ensure_ray(config: Config) -> None:
     roles share the cores (and rollout workers may be added mid-run) rather than waiting for cores
     that do not exist.
     """
+    # The driver learns of failed calls through their receipts and never reads the results of
+    # failed calls; Ray would print each of those at garbage collection as "unhandled".
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):

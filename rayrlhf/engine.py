@@ -223,7 +223,7 @@ def load_engine(engine: Any, path: str | Path) -> None:
 def _tensor_digest(tensors: Iterator[torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for t in tensors:
-        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

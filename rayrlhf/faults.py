@@ -75,6 +75,8 @@ def one_line(err: BaseException) -> str:
     cause = root_cause(err)
     text = str(cause).strip().splitlines()
     last = text[-1] if text else ""
+    if len(last) > 240:  # Ray's actor-death explanations run to a paragraph
+        last = last[:240] + "…"
     return f"{type(cause).__name__}: {last}" if last else type(cause).__name__
 
 

@@ -65,8 +65,8 @@ class ChunkRunner:
         flights = {i: self._dispatch(i, c) for i, c in enumerate(chunks)}
         done: dict[int, ChunkRefs] = {}
         while flights:
-            failed = self._wait(flights)
-            for i in [i for i in flights if i not in failed]:
+            complete, failed = self._wait(flights)
+            for i in complete:
                 done[i] = flights.pop(i).refs
             if failed:
                 self._recover(flights, failed)
@@ -75,26 +75,41 @@ class ChunkRunner:
                     self.counts.redispatched_chunks += 1
         return [done[i] for i in range(len(chunks))]
 
-    def _wait(self, flights: dict[int, _InFlight]) -> dict[int, tuple[str, BaseException]]:
-        """Wait for every receipt (up to the deadline); the failed chunks, each with the role of
-        its first failed call and why. Score and reference calls read the rollout, so a chunk's
-        first failure in the order rollout → reward → reference names the culprit."""
+    def _wait(
+        self, flights: dict[int, _InFlight]
+    ) -> tuple[list[int], dict[int, tuple[str, BaseException]]]:
+        """Wait for every receipt, up to the deadline. Returns the complete chunks, and the
+        failed ones with the role of the call to blame and why.
+
+        Score and reference calls read the rollout, so a chunk's first failed call in the order
+        rollout → reward → reference is its culprit. After a timeout only the earliest role with
+        unfinished calls is blamed: calls of later roles may merely queue behind it (an actor
+        runs its calls in order), and those chunks stay in flight.
+        """
         receipts = [r for f in flights.values() for r in f.receipts]
         ray.wait(receipts, num_returns=len(receipts), timeout=self.timeout_s)
+        complete: list[int] = []
         failed: dict[int, tuple[str, BaseException]] = {}
+        waiting: dict[int, int] = {}  # chunk → index of its first unfinished call
         for i, flight in flights.items():
-            for role, receipt in zip(ROLES, flight.receipts, strict=True):
+            for k, (role, receipt) in enumerate(zip(ROLES, flight.receipts, strict=True)):
                 try:
                     ray.get(receipt, timeout=0)
                 except ray.exceptions.GetTimeoutError:
-                    failed[i] = (role, PhaseTimeout(f"no result after {self.timeout_s:.0f}s"))
+                    waiting[i] = k
                     break
                 except Exception as err:
                     if not is_lost(err):
                         raise  # the work itself failed: retrying would fail the same way
                     failed[i] = (role, err)
                     break
-        return failed
+            else:
+                complete.append(i)
+        if waiting and not failed:
+            first = min(waiting.values())
+            hang = PhaseTimeout(f"no result after {self.timeout_s:.0f}s")
+            failed = {i: (ROLES[k], hang) for i, k in waiting.items() if k == first}
+        return complete, failed
 
     def _recover(
         self, flights: dict[int, _InFlight], failed: dict[int, tuple[str, BaseException]]

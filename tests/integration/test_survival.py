@@ -1,0 +1,267 @@
+"""Runs that survive: exact resume, dead and hung workers, a dead learner rank, a killed driver.
+
+Every survivor is compared with a run of the same config that nothing happened to: parameters
+and optimizer state by sha256 of their bytes (equal digests ⇔ ``torch.equal``), metrics row for
+row (wall-clock times and fault counters aside).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from rayrlhf import checkpoint
+from rayrlhf.buffer import SampleState
+from rayrlhf.config import load
+from rayrlhf.faults import RunFailed
+from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.metrics import read_metrics
+
+pytestmark = pytest.mark.integration
+
+STEPS = 4
+ONE_RANK = ("learner.num_ranks=1", "learner.zero_stage=2", "learner.micro_batch_size=4")
+TWO_RANKS = ("learner.num_ranks=2", "learner.zero_stage=3", "learner.micro_batch_size=2")
+
+
+@pytest.fixture(scope="module")
+def survival(tiny_model, tmp_path_factory):
+    """Config factory over a prompts file with one malformed row (skipped and counted)."""
+    root = tmp_path_factory.mktemp("survival")
+    prompts = root / "prompts.jsonl"
+    rows = [{"prompt": p} for p in ("the movie was very", "a film is", "the plot", "this story")]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {"text": "no prompt"}]))
+
+    def overrides(name: str, *extra: str) -> list[str]:
+        return [
+            f"model.policy={tiny_model}",
+            f"data.prompts={prompts}",
+            "data.max_bad_fraction=0.5",
+            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
+            f"run.output_dir={root}",
+            f"run.name={name}",
+            "run.progress_bar=false",
+            f"run.num_steps={STEPS}",
+            "run.checkpoint_every=2",
+            "rollout.num_workers=2",
+            "rollout.prompts_per_step=8",
+            "rollout.chunk_size=2",
+            "rollout.max_new_tokens=8",
+            "learner.minibatch_size=8",
+            "learner.policy_lr=1e-3",
+            "learner.value_lr=1e-3",
+            *extra,
+        ]
+
+    return root, overrides
+
+
+def _deterministic(rows: list[dict]) -> list[dict]:
+    """Metrics rows without what legitimately differs between equal runs."""
+    skip = ("time", "time/", "throughput/", "faults/", "rollout/workers")
+    return [{k: v for k, v in r.items() if not k.startswith(skip)} for r in rows]
+
+
+def _train(overrides: list[str], steps: int | None = None, patch=None) -> dict:
+    trainer = PPOTrainer(load(None, overrides))
+    try:
+        if patch is not None:
+            patch(trainer)
+        trainer.run(steps)
+        return {
+            "digests": trainer.learners.state_digests(),
+            "rows": read_metrics(trainer.run_dir),
+            "ledger": dict(trainer.buffer.ledger),
+        }
+    finally:
+        trainer.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clean_one(ray_local, survival):
+    return _train(survival[1]("clean1", *ONE_RANK))
+
+
+@pytest.fixture(scope="module")
+def clean_two(ray_local, survival):
+    return _train(survival[1]("clean2", *TWO_RANKS))
+
+
+def _assert_same_run(run: dict, clean: dict) -> None:
+    assert run["digests"] == clean["digests"]  # parameters and optimizer state, every rank
+    assert [r["step"] for r in run["rows"]] == list(range(1, STEPS + 1))  # one row per step
+    assert _deterministic(run["rows"]) == _deterministic(clean["rows"])
+    ids = sorted(f"{s}-{i}" for s in range(STEPS) for i in range(8))
+    assert sorted(run["ledger"]) == ids  # every sample trained exactly once
+    assert set(run["ledger"].values()) == {SampleState.TRAINED}
+
+
+@pytest.mark.parametrize("ranks", ["one", "two"])
+def test_n_steps_stop_resume_n_steps_equals_2n(survival, clean_one, clean_two, ranks):
+    shape = ONE_RANK if ranks == "one" else TWO_RANKS
+    overrides = survival[1](f"resume-{ranks}", *shape)
+    first = _train(overrides, steps=STEPS // 2)
+    assert len(first["rows"]) == STEPS // 2
+    second = _train([*overrides, "rollout.num_workers=1"])  # worker counts may change
+    _assert_same_run(second, clean_one if ranks == "one" else clean_two)
+    assert clean_one["rows"][0]["data/prompts_skipped"] == 1  # the malformed prompt row
+
+
+def _pid(actor) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+def _on_dispatch(trainer: PPOTrainer, actions: dict) -> None:
+    """Run ``actions[n](flight)`` right after the n-th chunk dispatch (4 chunks a step)."""
+    dispatch, count = trainer.runner._dispatch, [0]
+
+    def patched(i, chunk):
+        flight = dispatch(i, chunk)
+        count[0] += 1
+        if count[0] in actions:
+            actions[count[0]](flight)
+        return flight
+
+    trainer.runner._dispatch = patched
+
+
+def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
+    """A rollout worker hung (SIGSTOP) in step 1, a rollout, a reward and a reference worker
+    killed (SIGKILL of their processes) mid-step in steps 2-4: same run as without them."""
+
+    def kill(role_index: int, sig: int = signal.SIGKILL):
+        return lambda flight: os.kill(_pid(flight.actors[role_index]), sig)
+
+    actions = {1: kill(0, signal.SIGSTOP), 5: kill(0), 10: kill(1), 15: kill(2)}
+    overrides = survival[1]("kills", *ONE_RANK, "timeouts.rollout_s=15")
+    run = _train(overrides, patch=lambda t: _on_dispatch(t, actions))
+    _assert_same_run(run, clean_one)
+    last = run["rows"][-1]
+    assert last["faults/worker_restarts"] == 4
+    assert last["faults/redispatched_chunks"] >= 3
+
+
+def test_a_dead_learner_rank_restarts_the_group_from_the_checkpoint(survival, clean_two):
+    trainers = []
+
+    def kill_rank_1(flight):  # mid-step 3, after the step-2 checkpoint
+        os.kill(_pid(trainers[0].learners.actors[1]), signal.SIGKILL)
+
+    def patch(trainer):
+        trainers.append(trainer)
+        _on_dispatch(trainer, {9: kill_rank_1})
+
+    run = _train(survival[1]("learner-kill", *TWO_RANKS), patch=patch)
+    _assert_same_run(run, clean_two)
+    assert run["rows"][-1]["faults/learner_restarts"] == 1
+
+
+def test_restarts_used_up_stop_the_run_with_a_checkpoint_and_the_cause(survival):
+    overrides = survival[1]("used-up", *ONE_RANK, "run.max_worker_restarts=0")
+
+    def kill(flight):
+        os.kill(_pid(flight.actors[0]), signal.SIGKILL)
+
+    with pytest.raises(RunFailed) as err:
+        _train(overrides, patch=lambda t: _on_dispatch(t, {5: kill}))
+    message = str(err.value)
+    assert "run.max_worker_restarts=0" in message and "rollout rollout-" in message
+    assert "ActorDiedError" in message and "checkpoint written after step 1" in message
+    assert checkpoint.latest(survival[0] / "used-up" / "checkpoints").step == 1
+
+
+# ---- the driver killed, stopped, crashing mid-checkpoint: the CLI, as a user runs it ----------
+
+
+def _cli(overrides: list[str], env: dict | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-m", "rayrlhf.cli", "train", "/dev/null"]
+    for item in overrides:
+        args += ["--set", item]
+    return subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+
+
+def _wait_rows(run_dir: Path, rows: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Until ``proc`` has logged its own ``rows``-th row (a resumed run first cuts the file)."""
+    deadline = time.monotonic() + timeout
+    path, started = run_dir / "metrics.jsonl", run_dir / "config.yaml"
+    since = started.stat().st_mtime_ns if started.exists() else 0
+    while time.monotonic() < deadline:
+        mine = started.exists() and started.stat().st_mtime_ns != since  # its logger is open
+        if mine and path.read_text().count("\n") >= rows:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise TimeoutError(f"{path} did not reach {rows} rows")
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_sigkill_crash_mid_checkpoint_ctrl_c_and_reruns_continue_the_same_run(survival, clean_one):
+    """The driver SIGKILLed after its third step; the rerun killed in the middle of writing its
+    step-4 checkpoint; the next one stopped by Ctrl-C; the last finishes. One run, as if
+    nothing had happened."""
+    root, overrides = survival
+    args = overrides("cli", *ONE_RANK)
+    run_dir, ckpts = root / "cli", root / "cli" / "checkpoints"
+    first = _cli(args)
+    _wait_rows(run_dir, 3, first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert checkpoint.latest(ckpts).step == 2
+
+    code, out, _ = _finish(_cli(args, {"RAYRLHF_FAULT": "checkpoint_before_manifest:4"}))
+    assert code == -signal.SIGKILL and "resumed from" in out and "step-00000002" in out
+    assert (ckpts / "tmp-step-00000004").is_dir()  # parts written, no manifest, no rename
+    assert checkpoint.latest(ckpts).step == 2
+
+    third = _cli(args)
+    _wait_rows(run_dir, 3, third)
+    os.killpg(third.pid, signal.SIGINT)  # Ctrl-C: to the whole foreground process group
+    code, _, err = _finish(third)
+    assert code == 128 + signal.SIGINT, err
+    assert "stopped by SIGINT after step" in err and "run the same command again" in err.lower()
+    assert checkpoint.latest(ckpts).step >= 3
+
+    code, _, err = _finish(_cli(args))
+    assert code == 0, err
+    assert _deterministic(read_metrics(run_dir)) == _deterministic(clean_one["rows"])
+
+
+def test_a_bad_reward_function_stops_with_one_line_and_a_checkpoint(survival, tmp_path):
+    root, overrides = survival
+    (tmp_path / "badreward.py").write_text(
+        "calls = 0\n"
+        "def nan_later(prompts, responses):\n"
+        "    global calls\n"
+        "    calls += 1\n"
+        "    return [float('nan') if calls > 4 else 0.0 for _ in responses]\n"
+    )
+    args = overrides("bad-reward", *ONE_RANK, "reward.function=badreward:nan_later")
+    code, _, err = _finish(_cli(args, {"PYTHONPATH": str(tmp_path)}))
+    assert code == 1, err
+    assert "Traceback" not in err  # no wall of traceback: it is in error.log
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rayrlhf: RewardError: reward function badreward:nan_later gave ")
+    assert "non-finite score nan for sample '1-0'" in last  # the fifth chunk: step 2's first
+    assert "checkpoint written after step 1" in last and "error.log" in last
+    log = (root / "bad-reward" / "error.log").read_text()
+    assert "Traceback" in log and "RewardError" in log
+    assert checkpoint.latest(root / "bad-reward" / "checkpoints").step == 1

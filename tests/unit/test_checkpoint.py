@@ -1,0 +1,161 @@
+"""The checkpoint commit protocol, the resume rules, log rewinding and stop signals (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from rayrlhf import checkpoint, resume
+from rayrlhf.checkpoint import CheckpointError
+from rayrlhf.faults import StopRequest
+from rayrlhf.metrics import RunLogger, read_metrics
+
+
+def _write(root, step, payload=b"weights"):
+    tmp = checkpoint.begin(root, step)
+    (tmp / "learner").mkdir()
+    (tmp / "learner" / "rank-000.pt").write_bytes(payload * 100)
+    (tmp / "driver.json").write_text(json.dumps({"step": step}))
+    return checkpoint.commit(tmp, step, {"world_size": 1, "zero_stage": 2, "config": {}}, keep=2)
+
+
+def test_commit_then_verify_and_the_pointer_names_the_newest(tmp_path):
+    root = tmp_path / "checkpoints"
+    assert checkpoint.latest(root) is None
+    _write(root, 2)
+    _write(root, 4)
+    found = checkpoint.latest(root)
+    assert found.path.name == "step-00000004" and found.step == 4
+    assert set(found.manifest["files"]) == {"driver.json", "learner/rank-000.pt"}
+    _write(root, 6)  # keep=2: the oldest goes
+    assert sorted(p.name for p in root.glob("step-*")) == ["step-00000004", "step-00000006"]
+
+
+def test_a_crash_before_the_manifest_leaves_the_previous_checkpoint_current(tmp_path):
+    root = tmp_path / "checkpoints"
+    _write(root, 2)
+    tmp = checkpoint.begin(root, 4)  # parts written, then the process died: no commit
+    (tmp / "driver.json").write_text("{}")
+    assert checkpoint.latest(root).step == 2
+    checkpoint.begin(root, 6)  # the next write clears the leftover
+    assert not tmp.exists()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:-10]), "learner/rank-000.pt has 690 bytes"),
+        (lambda p: p.write_bytes(b"X" * 700), "does not match its sha256"),
+        (lambda p: p.unlink(), "learner/rank-000.pt is missing"),
+    ],
+    ids=["truncated", "wrong-hash", "missing"],
+)
+def test_a_damaged_checkpoint_is_refused_by_name(tmp_path, damage, message):
+    root = tmp_path / "checkpoints"
+    _write(root, 2)
+    damage(root / "step-00000002" / "learner" / "rank-000.pt")
+    with pytest.raises(CheckpointError, match=message) as err:
+        checkpoint.latest(root)
+    assert "step-00000002 refused" in str(err.value)
+    # `auto` refuses too: a damaged checkpoint is never replaced by a silent fresh start.
+    with pytest.raises(CheckpointError):
+        resume.find(root, "auto")
+
+
+def test_a_missing_manifest_is_refused(tmp_path):
+    root = tmp_path / "checkpoints"
+    _write(root, 2)
+    (root / "step-00000002" / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="no valid manifest.json"):
+        checkpoint.latest(root)
+
+
+def test_resume_policies(tmp_path):
+    root = tmp_path / "checkpoints"
+    with pytest.raises(CheckpointError, match="run.resume=must"):
+        resume.find(root, "must")
+    assert resume.find(root, "auto") is None
+    _write(root, 2)
+    assert resume.find(root, "must").step == 2
+    assert resume.find(root, "never") is None and not root.exists()
+
+
+def test_fields_that_decide_the_math_must_match_and_resources_may_change():
+    saved = {
+        "learner": {"policy_lr": 1e-5, "num_cpus": 1, "num_ranks": 2},
+        "rollout": {"num_workers": 1, "temperature": 1.0},
+        "run": {"num_steps": 10, "seed": 0},
+        "timeouts": {"train_s": 10},
+    }
+    now = {
+        "learner": {"policy_lr": 2e-5, "num_cpus": 4, "num_ranks": 2},
+        "rollout": {"num_workers": 3, "temperature": 0.7},
+        "run": {"num_steps": 20, "seed": 0},
+        "timeouts": {"train_s": 99},
+    }
+    assert resume.changed_fields(saved, now, set()) == ["learner.policy_lr", "rollout.temperature"]
+
+
+def test_a_different_rank_count_is_refused_with_the_way_out(tmp_path):
+    found = _write(tmp_path / "c", 2)
+    with pytest.raises(CheckpointError, match="written by 1 learner ranks under ZeRO-2") as err:
+        resume.check_compatible(found, {}, (2, 2), "learner")
+    assert "learner.num_ranks=1" in str(err.value)
+
+
+def test_a_changed_data_file_is_refused(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "a"}\n')
+    tree = {"data": {"prompts": str(data)}}
+    tmp = checkpoint.begin(tmp_path / "c", 1)
+    fields = {"world_size": 1, "zero_stage": 2, "config": tree, "data": resume.data_digests(tree)}
+    found = checkpoint.commit(tmp, 1, fields, keep=1)
+    resume.check_compatible(found, tree, (1, 2), "learner")
+    data.write_text('{"prompt": "b"}\n')
+    with pytest.raises(CheckpointError, match="prompts.jsonl changed"):
+        resume.check_compatible(found, tree, (1, 2), "learner")
+
+
+def test_logs_rewind_to_a_position_and_tensorboard_is_rebuilt(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = RunLogger(tmp_path, {}, 5, progress=False)
+    for step in range(1, 4):
+        logger.log(
+            step,
+            {"reward/mean": float(step)},
+            [{"sample_id": f"{step}-0", "prompt": "p", "response": "r", "reward": 0.0}],
+        )
+        if step == 2:
+            kept = logger.position()
+    logger.rewind(kept)
+    logger.log(3, {"reward/mean": 30.0})
+    logger.close()
+    assert [(r["step"], r["reward/mean"]) for r in read_metrics(tmp_path)] == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 30.0),
+    ]
+    assert (tmp_path / "samples.jsonl").read_text().count("\n") == 2
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward/mean")] == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 30.0),
+    ]
+    # A fresh start (no checkpoint) drops what an earlier attempt wrote.
+    RunLogger(tmp_path, {}, 5, progress=False).close()
+    assert read_metrics(tmp_path) == []
+
+
+def test_a_stop_signal_sets_a_flag_and_a_second_ctrl_c_interrupts():
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signal_name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
