@@ -7,6 +7,7 @@ import random
 import shutil
 
 import pytest
+import torch
 
 from rayrlhf.cli import main as cli_main
 from rayrlhf.config import ConfigError, load
@@ -167,3 +168,42 @@ def test_pipeline_command_fails_on_bad_rows(ray_local, tiny_model, data, tmp_pat
     err = capsys.readouterr().err
     assert "30 of 78 rows malformed, more than max_bad_fraction=0.1" in err
     assert "row 49" in err
+
+
+@pytest.mark.parametrize("stage", ["sft", "reward_model"])
+def test_a_stage_that_died_mid_way_resumes_to_the_uninterrupted_result(
+    ray_local, tiny_model, data, tmp_path, monkeypatch, stage
+):
+    """Checkpoints every 2 steps; the driver dies in step 3; the rerun resumes from step 2 and
+    saves the parameters an uninterrupted stage saves (SFT on 2 ZeRO-3 ranks, RM on 1)."""
+    from safetensors.torch import load_file
+
+    from rayrlhf.faults import RunFailed
+    from rayrlhf.metrics import RunLogger, read_metrics
+
+    config = _config(tiny_model, data, tmp_path, f"{stage}.max_steps=4", "run.checkpoint_every=2")
+    run_supervised_stage(config, stage, tmp_path / "clean")
+    log = RunLogger.log
+
+    def dies_in_step_3(self, step, metrics, samples=None, advance=True):
+        if step == 3:
+            raise RuntimeError("driver died")
+        log(self, step, metrics, samples, advance)
+
+    monkeypatch.setattr(RunLogger, "log", dies_in_step_3)
+    with pytest.raises(RunFailed, match="driver died"):
+        run_supervised_stage(config, stage, tmp_path / "resumed")
+    monkeypatch.setattr(RunLogger, "log", log)
+    assert len(read_metrics(tmp_path / "resumed")) == 3  # steps 0 (eval), 1, 2
+    run_supervised_stage(config, stage, tmp_path / "resumed")
+
+    clean = load_file(tmp_path / "clean" / "model" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert clean.keys() == resumed.keys()
+    assert all(torch.equal(clean[k], resumed[k]) for k in clean)
+    rows = [read_metrics(tmp_path / d) for d in ("clean", "resumed")]
+    assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4]
+    drop = ("time", "time/")
+    assert [{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows[0]] == [
+        {k: v for k, v in r.items() if not k.startswith(drop)} for r in rows[1]
+    ]
