@@ -1,0 +1,180 @@
+"""The PPO roles: model folders, prompts, rollout, reward, reference, learner, weight sync, PPO."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rayrlhf.config.base import PathStr, Placement, _Section
+
+
+class ModelConfig(_Section):
+    """Which Hugging Face checkpoints play which part."""
+
+    policy: PathStr = Field(
+        ..., min_length=1, description="HF folder of the initial policy (causal LM)."
+    )
+    value: PathStr | None = Field(
+        None, description="HF folder for the value backbone; default: policy."
+    )
+    tokenizer: PathStr | None = Field(None, description="HF tokenizer folder; default: policy.")
+
+
+class DataConfig(_Section):
+    """The prompts PPO generates from."""
+
+    prompts: PathStr = Field(..., min_length=1, description="JSONL file of prompt rows.")
+    prompt_key: str = Field("prompt", min_length=1, description="Field of a row holding the text.")
+    max_bad_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fail when more than this fraction of rows is malformed."
+    )
+
+
+class RolloutConfig(_Section):
+    """Rollout workers: generation with the current policy."""
+
+    num_workers: int = Field(
+        1, ge=1, description="Rollout actors at start; independent of learner ranks, resizable."
+    )
+    prompts_per_step: int = Field(16, ge=1, description="Prompts generated per PPO step.")
+    chunk_size: int = Field(8, ge=1, description="Prompts per generate call (the unit of work).")
+    max_prompt_tokens: int = Field(64, ge=1, description="Longer prompts keep their last tokens.")
+    template: Literal["auto", "chat", "plain"] = Field(
+        "auto",
+        description="How a prompt is shown to the policy, in SFT, PPO and evaluation alike: "
+        "auto = the tokenizer's chat template when it has one, else plain_template.",
+    )
+    plain_template: str = Field(
+        "{prompt}", description="Prompt text without a chat template; must contain {prompt}."
+    )
+    max_new_tokens: int = Field(24, ge=1, description="Response length limit in tokens.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per rollout actor.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per rollout actor (fractions allowed).")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
+
+    @model_validator(mode="after")
+    def _template_has_prompt(self) -> RolloutConfig:
+        if "{prompt}" not in self.plain_template:
+            raise ValueError("plain_template must contain {prompt}")
+        return self
+
+
+class RewardConfig(_Section):
+    """Reward workers: a sequence-classification model or a Python function."""
+
+    num_workers: int = Field(1, ge=1, description="Reward actors.")
+    model: PathStr | None = Field(None, description="HF sequence-classification folder.")
+    function: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'module:function' taking (prompts, responses) → list of floats.",
+    )
+    batch_size: int = Field(32, ge=1, description="Pairs scored per model forward.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reward actor.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reward actor (fractions allowed).")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> RewardConfig:
+        if self.model is not None and self.function is not None:
+            raise ValueError("set exactly one of reward.model or reward.function, not both")
+        return self
+
+
+class ReferenceConfig(_Section):
+    """Reference workers: the frozen initial policy's log-probs for the KL penalty."""
+
+    num_workers: int = Field(1, ge=1, description="Reference actors.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reference actor.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reference actor.")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
+
+
+class EngineConfig(_Section):
+    """DeepSpeed learner ranks: process group, ZeRO, precision, batch shape (every stage)."""
+
+    num_ranks: int = Field(1, ge=1, description="Learner actors in one torch.distributed group.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu uses gloo, cuda uses nccl.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="ZeRO optimizer states in CPU memory.")
+    offload_params: bool = Field(False, description="ZeRO-3 parameters in CPU memory.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Training precision.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30% more compute."
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    minibatch_size: int = Field(8, ge=1, description="Samples per optimizer step, all ranks.")
+    micro_batch_size: int = Field(8, ge=1, description="Samples per forward on one rank.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per learner rank.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per learner rank.")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
+    master_port: int = Field(0, ge=0, le=65535, description="torch.distributed port; 0 = free.")
+
+    @property
+    def backend(self) -> str:
+        """torch.distributed backend for ``device``: gloo on cpu, nccl on cuda."""
+        return "gloo" if self.device == "cpu" else "nccl"
+
+    @model_validator(mode="after")
+    def _device_fits(self) -> EngineConfig:
+        if self.device == "cpu" and self.precision == "fp16":
+            raise ValueError("precision fp16 needs device cuda (use fp32 or bf16 on cpu)")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3")
+        if self.device == "cuda" and self.num_gpus <= 0:
+            raise ValueError("device cuda needs num_gpus > 0 per learner rank")
+        if self.minibatch_size % (self.num_ranks * self.micro_batch_size):
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) must be a multiple of "
+                f"num_ranks × micro_batch_size ({self.num_ranks} × {self.micro_batch_size})"
+            )
+        return self
+
+
+class LearnerConfig(EngineConfig):
+    """The PPO learner ranks holding policy and value model."""
+
+    policy_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Policy AdamW learning rate.")
+    value_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Value AdamW learning rate.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each step's experience.")
+
+
+class WeightSyncConfig(_Section):
+    """How new policy weights reach the rollout workers after each update."""
+
+    method: Literal["object_store", "broadcast"] = Field(
+        "object_store",
+        description="object_store: a state dict by reference; broadcast: buckets over a "
+        "gloo/nccl group of learner rank 0 and the rollout workers.",
+    )
+    bucket_mb: float = Field(64.0, gt=0.0, description="Flat bucket size for broadcast (MiB).")
+
+
+class PPOConfig(_Section):
+    """PPO and KL-penalty hyper-parameters (names as in the papers)."""
+
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount per token.")
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0, description="GAE λ.")
+    clip_range: float = Field(0.2, gt=0.0, lt=1.0, description="Policy ratio clip ε.")
+    value_clip_range: float = Field(0.2, gt=0.0, description="Value prediction clip.")
+    value_coef: float = Field(0.5, ge=0.0, description="Weight of the value loss.")
+    entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus weight.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages over the batch.")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator.")
+    kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="KL coefficient rule.")
+    kl_coef: float = Field(0.05, ge=0.0, description="Initial KL penalty coefficient β.")
+    kl_target: float = Field(6.0, gt=0.0, description="Adaptive controller's target KL (nats).")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive controller's horizon (samples).")
+    reward_clip: float = Field(10.0, gt=0.0, description="Scores are clipped to ±this.")

@@ -1,0 +1,85 @@
+"""The whole config tree and the rules that span its sections."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from rayrlhf.config.base import _Section
+from rayrlhf.config.roles import (
+    DataConfig,
+    LearnerConfig,
+    ModelConfig,
+    PPOConfig,
+    ReferenceConfig,
+    RewardConfig,
+    RolloutConfig,
+    WeightSyncConfig,
+)
+from rayrlhf.config.run import RunConfig, TimeoutsConfig
+from rayrlhf.config.stages import EvalConfig, RewardModelConfig, SFTConfig
+
+
+class Config(_Section):
+    """The whole run. Sections mirror the roles that read them."""
+
+    run: RunConfig = RunConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    model: ModelConfig
+    data: DataConfig
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    reference: ReferenceConfig = ReferenceConfig()
+    learner: LearnerConfig = LearnerConfig()
+    ppo: PPOConfig = PPOConfig()
+    weight_sync: WeightSyncConfig = WeightSyncConfig()
+    eval: EvalConfig = EvalConfig()
+    # Pipeline stages (`rayrlhf pipeline`): SFT fine-tunes model.policy and PPO starts from the
+    # result; the reward-model stage's output becomes reward.model.
+    sft: SFTConfig | None = None
+    reward_model: RewardModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _reward_source(self) -> Config:
+        given = self.reward.model is not None or self.reward.function is not None
+        if self.reward_model is None and not given:
+            raise ValueError(
+                "set exactly one of reward.model or reward.function (or a reward_model stage "
+                "for `rayrlhf pipeline`)"
+            )
+        if self.reward_model is not None and given:
+            raise ValueError(
+                "with a reward_model stage PPO scores with the model it trains: leave "
+                "reward.model and reward.function unset"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_shapes(self) -> Config:
+        r, lrn = self.rollout, self.learner
+        if r.prompts_per_step % r.chunk_size:
+            raise ValueError(
+                f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of "
+                f"rollout.chunk_size ({r.chunk_size})"
+            )
+        chunks = r.prompts_per_step // r.chunk_size
+        if chunks % lrn.num_ranks:
+            raise ValueError(
+                f"rollout.prompts_per_step / rollout.chunk_size = {chunks} chunks must split "
+                f"evenly over learner.num_ranks ({lrn.num_ranks})"
+            )
+        if r.prompts_per_step % lrn.minibatch_size:
+            raise ValueError(
+                f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of "
+                f"learner.minibatch_size ({lrn.minibatch_size})"
+            )
+        return self
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The tokenizer folder: ``model.tokenizer`` or the policy's."""
+        return self.model.tokenizer or self.model.policy
+
+    @property
+    def value_path(self) -> str:
+        """The value backbone's folder: ``model.value`` or the policy's."""
+        return self.model.value or self.model.policy
