@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # torch, ray and friends are imported only once the config is known good.
     from rayrlhf.checkpoint import CheckpointError
-    from rayrlhf.faults import RunFailed, RunStopped
+    from rayrlhf.faults import RunFailed, RunStopped, one_line, write_error_log
     from rayrlhf.loops.pipeline import run_dir_of, run_pipeline, run_ppo_stage
     from rayrlhf.loops.summary import format_summary
 
@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C twice, or before the first step began
         print("rayrlhf: interrupted; the newest checkpoint (if any) stands", file=sys.stderr)
         return 128 + 2
+    except Exception as err:  # e.g. actors that failed to start: one line, the rest in a file
+        log = write_error_log(run_dir, err)
+        print(f"rayrlhf: {one_line(err)}; traceback in {log}", file=sys.stderr)
+        return 1
     print(format_summary(summaries, run_dir))
     from rayrlhf.plots import plot_run
 

@@ -313,7 +313,8 @@ class LearnerGroup:
             work="policy_state_dict" if hasattr(cls, "policy_state_dict") else None,
         )
         self.actors = self.group.add(lc.num_ranks)
-        addr, port = ray.get(self.actors[0].rendezvous_address.remote(lc.master_port))
+        rendezvous = self.actors[0].rendezvous_address.remote(lc.master_port)
+        addr, port = self._wait([rendezvous], "start", self.timeouts.setup_s)[0]
         # Setup (process group, model loading, engines) runs while the caller starts other roles.
         self._setup = [a.setup.remote(addr, port) for a in self.actors]
 

@@ -407,7 +407,8 @@ class PPOTrainer:
             summarize.remote(refs.rollout, refs.scores, refs.reference)
             for refs in self.runner.run(chunks)
         ]
-        samples = [s for part in ray.get(parts) for s in part]
+        timeout = self.config.timeouts.rollout_s
+        samples = [s for part in ray.get(parts, timeout=timeout) for s in part]
         return {
             **evaluation.aggregate(samples),
             "policy_version": self.policy_version,
