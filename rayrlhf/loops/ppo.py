@@ -165,6 +165,7 @@ class PPOTrainer:
         except Exception as err:
             raise self._failure(err) from err
         finally:
+            self.state.logs = self.logger.position()  # a later run() call continues from here
             self.logger.close()
         return history
 

@@ -8,6 +8,7 @@ import ray
 from rayrlhf.buffer import SampleState
 from rayrlhf.cli import main as cli_main
 from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.metrics import read_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,8 @@ def test_resize_one_three_two_generates_each_prompt_once(
         trainer.shutdown()
 
     assert counts == [1, 3, 2]
+    # Three run(1) calls continue one log: a row per step, none dropped by the later calls.
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
     assert [m["rollout/workers"] for m in history] == [1, 3, 2]
     assert versions == [2, 2, 2]
     # Every prompt of every step generated and trained exactly once: 3 steps x 12 sample ids.
