@@ -63,6 +63,13 @@ NOT_FINGERPRINTED = {
     "master_port",
     "progress_bar",
     "log_samples",
+    # How a stage survives failures, not what it computes.
+    "checkpoint_every",
+    "keep_checkpoints",
+    "resume",
+    "max_worker_restarts",
+    "max_learner_restarts",
+    "timeouts",
 }
 
 
@@ -242,5 +249,8 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
         else:
             summary = run_supervised_stage(config, stage, stage_dir)
         mark_done(stage_dir, prints[stage], summary, time.monotonic() - start)
+        # A finished stage is never resumed (its model folder is what later stages read):
+        # its checkpoints, gigabytes for a real model, go.
+        shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
         summaries[stage] = summary
     return summaries
