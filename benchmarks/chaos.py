@@ -1,7 +1,7 @@
 """A tiny PPO run while a random rollout, reward or reference actor's process is SIGKILLed every
 few seconds; then the same config without kills. Prints one JSON line.
 
-    .venv/bin/python benchmarks/chaos.py [--steps 40] [--kill-every 4] [--seed 0]
+    .venv/bin/python benchmarks/chaos.py [--steps 120] [--kill-every 4] [--seed 0]
 
 Figures: steps, kills sent, worker restarts and chunks dispatched again (as the run counted
 them), samples trained, samples lost (sample ids of the run's steps never trained), samples
@@ -90,9 +90,11 @@ class Killer(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.every):
             pids = self._pids()
-            if not pids:
+            roles = sorted({n.split("/")[-1].split("-")[0] for n in pids})
+            if not roles:
                 continue
-            name = self.rng.choice(sorted(pids))
+            role = self.rng.choice(roles)  # a role first, so each is hit about as often
+            name = self.rng.choice(sorted(n for n in pids if f"/{role}-" in n))
             try:
                 os.kill(pids[name], signal.SIGKILL)
                 self.kills.append(name.split("/")[-1])
@@ -127,7 +129,7 @@ def _run(overrides: list[str], killer_every: float | None, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
