@@ -34,13 +34,13 @@ from rayrlhf.faults import (
     RunFailed,
     RunStopped,
     StopRequest,
-    is_lost,
     one_line,
     write_error_log,
 )
 from rayrlhf.loops import evaluation
 from rayrlhf.loops.rollouts import ChunkRunner
 from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
+from rayrlhf.loops.weights import RolloutWeights
 from rayrlhf.metrics import RunLogger
 from rayrlhf.roles.learner import Learner
 from rayrlhf.roles.reference import ReferenceWorker
@@ -99,12 +99,11 @@ class PPOTrainer:
             self._bring_up_to_date,
         )
         self.learners.wait_ready()
-        self.sync_bytes = 0
-        if config.weight_sync.method == "broadcast":
-            self._form_sync_group()
+        self.weights = RolloutWeights(config, self.rollout)
+        if self.weights.broadcast:
+            self.weights.form_group(self.learners)
         self.buffer = ExperienceBuffer()
         self.state = RunState()
-        self.weights: ray.ObjectRef | None = None  # the newest synced weights, for new workers
         self.logger: RunLogger | None = None
         self._at_boundary = True  # learners hold the state after self.step (checkpointable)
         self.resumed_from = found
@@ -208,68 +207,17 @@ class PPOTrainer:
 
     def sync_weights(self) -> None:
         """Every rollout worker loads the learner's current weights before generating again."""
-        if self.config.weight_sync.method == "broadcast":
-            self._broadcast()
-        else:
-            self.weights = self.learners.policy_weights()
-            self._load_weights(list(self.rollout.actors))
-            # The size is object-store metadata: the driver never fetches the weights.
-            info = ray.experimental.get_object_locations([self.weights])[self.weights]
-            self.sync_bytes = info.get("object_size") or 0
+        self.weights.sync(self.learners, self.policy_version, self.runner.replace)
 
-    def _load_weights(self, workers: list[Any]) -> None:
-        if self.weights is None or not workers:  # at version 0 workers hold the initial policy
-            return
-        refs = [w.load_weights.remote(self.weights, self.policy_version) for w in workers]
-        for worker, ref in zip(workers, refs, strict=True):
-            try:
-                version = ray.get(ref, timeout=self.config.timeouts.weight_sync_s)
-            except Exception as err:
-                if not (is_lost(err) or isinstance(err, ray.exceptions.GetTimeoutError)):
-                    raise
-                self.runner.replace("rollout", worker, err)  # the new one loads the weights
-                continue
-            self._check_versions([version])
+    @property
+    def sync_bytes(self) -> int:
+        """Bytes of the last weight sync."""
+        return self.weights.bytes
 
     def _bring_up_to_date(self, role: str, actor: Any) -> None:
         """A new actor of ``role`` gets the current policy version before it works."""
-        if role != "rollout":
-            return  # reward and reference workers hold nothing that changes
-        if self.config.weight_sync.method == "broadcast":
-            self._form_sync_group()
-            if self.policy_version > 0:
-                self._broadcast()  # the current version again, now reaching the new workers
-        else:
-            self._load_weights([actor])
-
-    def _form_sync_group(self) -> None:
-        """(Re)build the broadcast group: learner rank 0 plus the rollout workers alive now."""
-        rank0, workers = self.learners.actors[0], self.rollout.actors
-        host, port = ray.get(rank0.rendezvous_address.remote(0))
-        world = len(workers) + 1
-        ray.get(
-            [
-                rank0.join_sync_group.remote(host, port, world),
-                *(
-                    w.join_sync_group.remote(host, port, i + 1, world)
-                    for i, w in enumerate(workers)
-                ),
-            ],
-            timeout=self.config.timeouts.weight_sync_s,
-        )
-
-    def _broadcast(self) -> None:
-        sends = [a.broadcast_policy.remote() for a in self.learners.actors]
-        receives = [w.receive_weights.remote(self.policy_version) for w in self.rollout.actors]
-        timeout = self.config.timeouts.weight_sync_s
-        self._check_versions(ray.get(receives, timeout=timeout))
-        self.sync_bytes = ray.get(sends, timeout=timeout)[0]
-
-    def _check_versions(self, versions: list[int]) -> None:
-        if set(versions) != {self.policy_version}:
-            raise RuntimeError(
-                f"rollout workers report versions {versions}, expected {self.policy_version}"
-            )
+        if role == "rollout":  # reward and reference workers hold nothing that changes
+            self.weights.joined(self.learners, [actor], self.policy_version, self.runner.replace)
 
     # ---- resizing -------------------------------------------------------------------------------
 
@@ -303,12 +251,7 @@ class PPOTrainer:
         added = self.rollout.add(count - current) if count > current else []
         if count < current:
             self.rollout.remove(current - count)
-        if self.config.weight_sync.method == "broadcast":
-            self._form_sync_group()
-            if added and self.policy_version > 0:
-                self._broadcast()  # the current version again, now reaching the new workers
-        else:
-            self._load_weights(added)
+        self.weights.joined(self.learners, added, self.policy_version, self.runner.replace)
 
     # ---- checkpoints, restarts, failures ------------------------------------------------------
 
@@ -363,8 +306,8 @@ class PPOTrainer:
             self.config, self.roles.learner, generation=self.faults.learner_restarts
         )
         self.learners.wait_ready()
-        if self.config.weight_sync.method == "broadcast":
-            self._form_sync_group()
+        if self.weights.broadcast:
+            self.weights.form_group(self.learners)
         self._restore(found)
         self.sync_weights()  # the restored (or initial) policy, everywhere
         assert self.logger is not None
