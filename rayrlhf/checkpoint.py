@@ -204,16 +204,21 @@ FAULT_ENV = "RAYRLHF_FAULT"
 
 
 def inject_fault(point: str) -> None:
-    """SIGKILL this process at ``point`` when ``RAYRLHF_FAULT`` names it (crash tests only).
+    """Crash or interrupt this process at ``point`` when ``RAYRLHF_FAULT`` names it (tests).
 
-    ``RAYRLHF_FAULT=checkpoint_before_manifest:4`` kills the driver after the step-4
+    ``RAYRLHF_FAULT=checkpoint_before_manifest:4`` SIGKILLs the driver after the step-4
     checkpoint's parts are written and before its manifest exists: what a power cut or a
-    preemption in the middle of a checkpoint leaves behind.
+    preemption in the middle of a checkpoint leaves. ``after_step:3`` SIGKILLs it once step 3
+    is logged; ``ctrl_c_after_step:3`` then sends SIGINT to its whole process group, as Ctrl-C
+    in a terminal does. Exact points, where a test's timing would race a fast run.
     """
-    if os.environ.get(FAULT_ENV) == point:
-        import signal
+    import signal
 
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted == point:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"ctrl_c_{point}":
+        os.killpg(os.getpgrp(), signal.SIGINT)
 
 
 # ---- a learner rank's own part ----------------------------------------------------------------

@@ -26,6 +26,7 @@ import ray
 
 from rayrlhf import cluster, resume
 from rayrlhf.buffer import ExperienceBuffer
+from rayrlhf.checkpoint import inject_fault
 from rayrlhf.config import Config, to_dict
 from rayrlhf.data.prompts import PromptSource, load_prompts
 from rayrlhf.faults import (
@@ -152,6 +153,7 @@ class PPOTrainer:
                         history = [m for m in history if m["policy_version"] <= self.step]
                         continue
                     self.logger.log(self.step, metrics, metrics.pop("samples_text", []))
+                    inject_fault(f"after_step:{self.step}")
                     history.append(metrics)
                     self._report()
                     due = every and (self.step % every == 0 or self.step == target)
