@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rayrlhf.buffer import Shard
 from rayrlhf.config import Config, EngineConfig
 from rayrlhf.control import TrainerControl
-from rayrlhf.faults import WORKER_LOST, LearnerLost, is_lost, one_line, wait_all
+from rayrlhf.faults import LearnerLost, is_lost, one_line, wait_all
 from rayrlhf.roles.learner import Learner
 
 NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
@@ -168,14 +168,6 @@ class RoleGroup:
     def submit(self, actor: Any, *args: Any) -> tuple[ray.ObjectRef, ray.ObjectRef]:
         """Run the role's unit of work on ``actor``: refs to the result and to its receipt."""
         return actor.work.remote(*args)
-
-    def alive(self, actor: Any, timeout_s: float = 30.0) -> bool:
-        """Whether ``actor`` answers within ``timeout_s`` (after its queued calls)."""
-        try:
-            ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
-        except (*WORKER_LOST, ray.exceptions.GetTimeoutError):
-            return False
-        return True
 
     def remove(self, count: int) -> list[Any]:
         """Stop the ``count`` most recently added actors; free placement groups left empty."""

@@ -77,11 +77,13 @@ def check_compatible(
     ranks: tuple[int, int],
     section: str,
     extra_free: set[str] = frozenset(),
+    data: dict[str, str] | None = None,
 ) -> None:
     """Refuse to resume from ``checkpoint`` with a config that would compute something else.
 
     ``tree`` is the part of the config that decides the math; ``ranks`` is (learner ranks,
-    ZeRO stage) now, ``section`` the dotted name of the learner section, for the messages.
+    ZeRO stage) now, ``section`` the dotted name of the learner section, for the messages;
+    ``data`` the data files' digests now, when the caller has them already.
     """
     saved = checkpoint.manifest
     if (saved["world_size"], saved["zero_stage"]) != ranks:
@@ -100,7 +102,7 @@ def check_compatible(
             f"{', '.join(changed)}: resuming would not continue the same run. Restore the "
             "value, or set run.resume=never (or another run.name) to start afresh"
         )
-    now = data_digests(tree)
+    now = data_digests(tree) if data is None else data
     for path, digest in saved.get("data", {}).items():
         if now.get(path) != digest:
             raise CheckpointError(

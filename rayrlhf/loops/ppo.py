@@ -72,11 +72,15 @@ class PPOTrainer:
             config.data.prompts, config.data.prompt_key, config.data.max_bad_fraction
         )
         self.prompts = PromptSource(prompts, config.run.seed)
+        # Hashed once: every checkpoint of the run records what the run read.
+        self.data_digests = resume.data_digests(to_dict(config))
         # Refused before any actor starts: a damaged checkpoint or a changed config costs seconds.
         found = resume.find(self.checkpoints, config.run.resume)
         if found is not None:
             shape = (config.learner.num_ranks, config.learner.zero_stage)
-            resume.check_compatible(found, to_dict(config), shape, "learner")
+            resume.check_compatible(
+                found, to_dict(config), shape, "learner", data=self.data_digests
+            )
         cluster.ensure_ray(config)
         self.control = cluster.control_actor(config)
         # `rayrlhf scale` finds the Ray this run uses (perhaps one it started itself) here.
@@ -273,7 +277,7 @@ class PPOTrainer:
                 "world_size": lc.num_ranks,
                 "zero_stage": lc.zero_stage,
                 "config": to_dict(self.config),
-                "data": resume.data_digests(to_dict(self.config)),
+                "data": self.data_digests,
             },
             self.config.run.keep_checkpoints,
         )

@@ -30,7 +30,7 @@ class _InFlight:
 
     refs: ChunkRefs
     receipts: tuple[Any, Any, Any]
-    actors: tuple[Any, Any, Any]
+    actors: tuple[Any, ...]  # rollout, reward, reference
 
 
 class ChunkRunner:
@@ -58,7 +58,7 @@ class ChunkRunner:
         scores, s_receipt = self.groups["reward"].submit(actors[1], rollout)
         reference, f_receipt = self.groups["reference"].submit(actors[2], rollout)
         refs = ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference)
-        return _InFlight(refs, (r_receipt, s_receipt, f_receipt), actors)  # type: ignore[arg-type]
+        return _InFlight(refs, (r_receipt, s_receipt, f_receipt), actors)
 
     def run(self, chunks: list[PromptChunk]) -> list[ChunkRefs]:
         """Every chunk's result refs, in chunk order, once all three calls of each succeeded."""

@@ -49,14 +49,17 @@ class SupervisedStage:
         self.section = getattr(config, stage)
         self.root = stage_dir / "checkpoints"
         lc = self.section.learner
+        self.tree = stage_tree(config, stage)
+        self.data_digests = resume.data_digests(self.tree)  # once: every checkpoint records it
         self.found = resume.find(self.root, config.run.resume)
         if self.found is not None:
             resume.check_compatible(
                 self.found,
-                stage_tree(config, stage),
+                self.tree,
                 (lc.num_ranks, lc.zero_stage),
                 f"{stage}.learner",
                 {f"{stage}.max_steps", f"{stage}.eval_every", f"{stage}.epochs"},
+                data=self.data_digests,
             )
         cluster.ensure_ray(config)
         self.restarts = 0
@@ -136,7 +139,6 @@ class SupervisedStage:
 
     def _save(self) -> None:
         lc = self.section.learner
-        tree = stage_tree(self.config, self.stage)
         save_run_state(
             self.root,
             self.state,
@@ -146,8 +148,8 @@ class SupervisedStage:
                 "kind": self.stage,
                 "world_size": lc.num_ranks,
                 "zero_stage": lc.zero_stage,
-                "config": tree,
-                "data": resume.data_digests(tree),
+                "config": self.tree,
+                "data": self.data_digests,
             },
             self.config.run.keep_checkpoints,
         )
