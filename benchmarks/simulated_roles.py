@@ -185,7 +185,9 @@ class SimLearner:
         }
         return self.rank
 
-    def train_step(self, rollouts: list, scores: list, refs: list) -> dict[str, Any]:
+    def train_step(
+        self, rollouts: list, scores: list, refs: list, rows: list | None = None
+    ) -> dict[str, Any]:
         """Fetch and join this rank's shard, check versions, return the step's metrics."""
         t0 = time.perf_counter()
         pending = [x for x in (*rollouts, *scores, *refs) if isinstance(x, ray.ObjectRef)]
@@ -193,7 +195,7 @@ class SimLearner:
             ray.wait(pending, num_returns=len(pending), fetch_local=False)
         ready_at = time.time()
         t_ready = time.perf_counter()
-        batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs))
+        batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs), rows)
         t_fetch = time.perf_counter()
         stale = (batch.policy_versions != self.policy_version).sum().item()
         if stale:

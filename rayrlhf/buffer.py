@@ -22,6 +22,7 @@ class SampleState(str, Enum):
     DISPATCHED = "dispatched"
     ARRIVED = "arrived"
     TRAINED = "trained"
+    DROPPED = "dropped"  # arrived, then left out by dynamic sampling: accounted, never trained
 
 
 class LedgerError(RuntimeError):
@@ -40,11 +41,13 @@ class ChunkRefs:
 
 @dataclass(frozen=True)
 class Shard:
-    """The chunks one learner rank trains on in a step."""
+    """The chunks one learner rank trains on in a step; ``rows[k]`` keeps only those rows of
+    chunk k (None: all of them), so dynamic sampling can drop groups without moving data."""
 
     rollouts: list[Any]
     scores: list[Any]
     references: list[Any]
+    rows: list[list[int] | None] | None = None
 
 
 def fetch(items: list[Any]) -> list[Any]:
@@ -62,6 +65,7 @@ class ExperienceBuffer:
     def __init__(self) -> None:
         self.ledger: dict[str, SampleState] = {}
         self.pending: list[ChunkRefs] = []
+        self.rows: list[list[int]] | None = None  # rows kept of each pending chunk (selected)
         self.trained_total = 0  # kept as a count: scanning the ledger each step grows with the run
 
     def dispatch(self, sample_ids: list[str] | tuple[str, ...]) -> None:
@@ -82,8 +86,46 @@ class ExperienceBuffer:
             self.ledger[sid] = SampleState.ARRIVED
         self.pending.append(chunk)
 
+    def select(self, rows: list[list[int]]) -> None:
+        """Keep only ``rows[k]`` of pending chunk k; the other samples become DROPPED."""
+        if len(rows) != len(self.pending):
+            raise LedgerError(f"selection for {len(rows)} of {len(self.pending)} pending chunks")
+        for chunk, keep in zip(self.pending, rows, strict=True):
+            kept = set(keep)
+            for i, sid in enumerate(chunk.sample_ids):
+                if i not in kept:
+                    self.ledger[sid] = SampleState.DROPPED
+        self.rows = [list(r) for r in rows]
+
+    def _selected_shards(self, num_ranks: int) -> list[Shard]:
+        """Kept rows dealt in contiguous runs of equal size: rank r gets the r-th run, so a
+        group (contiguous rows of one chunk) is never split when runs are whole groups."""
+        assert self.rows is not None
+        flat = [(c, i) for c, keep in enumerate(self.rows) for i in keep]
+        if len(flat) % num_ranks:
+            raise ValueError(f"{len(flat)} selected samples do not split over {num_ranks} ranks")
+        per = len(flat) // num_ranks
+        shards = []
+        for r in range(num_ranks):
+            mine: dict[int, list[int]] = {}
+            for c, i in flat[r * per : (r + 1) * per]:
+                mine.setdefault(c, []).append(i)
+            chunks = [self.pending[c] for c in mine]
+            shards.append(
+                Shard(
+                    [x.rollout for x in chunks],
+                    [x.scores for x in chunks],
+                    [x.reference for x in chunks],
+                    list(mine.values()),
+                )
+            )
+        return shards
+
     def shards(self, num_ranks: int) -> list[Shard]:
-        """Split the pending chunks round-robin over ranks (chunk i → rank i mod L)."""
+        """Split the pending chunks round-robin over ranks (chunk i → rank i mod L); after a
+        :meth:`select`, the kept rows in equal contiguous runs instead."""
+        if self.rows is not None:
+            return self._selected_shards(num_ranks)
         if len(self.pending) % num_ranks:
             raise ValueError(f"{len(self.pending)} chunks do not split over {num_ranks} ranks")
         groups = [self.pending[r::num_ranks] for r in range(num_ranks)]
@@ -97,31 +139,45 @@ class ExperienceBuffer:
         n = 0
         for chunk in self.pending:
             for sid in chunk.sample_ids:
+                if self.ledger[sid] is SampleState.DROPPED:
+                    continue
                 if self.ledger[sid] is not SampleState.ARRIVED:
                     raise LedgerError(f"sample {sid!r} trained twice")
                 self.ledger[sid] = SampleState.TRAINED
                 n += 1
-        self.pending = []
+        self.pending, self.rows = [], None
         self.trained_total += n
         return n
 
     def abandon(self) -> None:
         """Forget the samples of the unfinished step: they will be dispatched again, same ids."""
-        self.pending = []
-        self.ledger = {k: v for k, v in self.ledger.items() if v is SampleState.TRAINED}
+        unfinished = {sid for chunk in self.pending for sid in chunk.sample_ids}
+        self.pending, self.rows = [], None
+        done = (SampleState.TRAINED, SampleState.DROPPED)
+        self.ledger = {k: v for k, v in self.ledger.items() if v in done and k not in unfinished}
 
     def count(self, state: SampleState) -> int:
         """Samples currently in ``state``."""
         return sum(1 for s in self.ledger.values() if s is state)
 
     def state_dict(self) -> dict[str, Any]:
-        """The ledger at a step boundary (only trained samples), for a checkpoint."""
-        if self.pending or self.count(SampleState.TRAINED) != len(self.ledger):
+        """The ledger at a step boundary (trained and dropped samples), for a checkpoint."""
+        trained, dropped = self.count(SampleState.TRAINED), self.count(SampleState.DROPPED)
+        if self.pending or trained + dropped != len(self.ledger):
             raise LedgerError("the ledger is checkpointed between steps only")
-        return {"trained": sorted(self.ledger), "trained_total": self.trained_total}
+        by_state = {
+            state: sorted(k for k, v in self.ledger.items() if v is state)
+            for state in (SampleState.TRAINED, SampleState.DROPPED)
+        }
+        return {
+            "trained": by_state[SampleState.TRAINED],
+            "dropped": by_state[SampleState.DROPPED],
+            "trained_total": self.trained_total,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (replacing everything held now)."""
-        self.pending = []
+        self.pending, self.rows = [], None
         self.ledger = {sid: SampleState.TRAINED for sid in state["trained"]}
+        self.ledger.update({sid: SampleState.DROPPED for sid in state.get("dropped", [])})
         self.trained_total = int(state["trained_total"])

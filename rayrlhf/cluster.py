@@ -336,13 +336,12 @@ class LearnerGroup:
     def train(self, shards: list[Shard]) -> dict:
         """One PPO step, each rank on its shard (refs travel; the ranks fetch the data)."""
         refs = [
-            a.train_step.remote(s.rollouts, s.scores, s.references)
+            a.train_step.remote(s.rollouts, s.scores, s.references, s.rows)
             for a, s in zip(self.actors, shards, strict=True)
         ]
-        return agreed(
-            self._wait(refs, "train_step", self.timeouts.train_s),
-            ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy"),
-        )
+        results = self._wait(refs, "train_step", self.timeouts.train_s)
+        keys = ("policy_version", "samples", "reward/mean", "kl/mean", "loss/policy")
+        return agreed(results, tuple(k for k in keys if k in results[0]))
 
     def policy_weights(self) -> ray.ObjectRef:
         """Ref to the full policy state dict (rank 0's result; other ranks take part in gathers).

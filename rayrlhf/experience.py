@@ -24,14 +24,24 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class PromptChunk:
-    """A unit of rollout work: a few prompts with their stable sample ids."""
+    """A unit of rollout work: one row per sample, with stable sample ids.
+
+    With ``group_size`` G > 1 each prompt appears G times in a row (its group): the samples of a
+    prompt are always generated together, by one worker, in one chunk.
+    """
 
     sample_ids: list[str]
     prompts: list[str]
+    group_size: int = 1
 
     def __post_init__(self) -> None:
         if len(self.sample_ids) != len(self.prompts):
             raise ValueError("PromptChunk needs one sample_id per prompt")
+        if self.group_size < 1 or len(self.prompts) % self.group_size:
+            raise ValueError(
+                f"PromptChunk of {len(self.prompts)} rows does not hold whole groups of "
+                f"{self.group_size}"
+            )
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Rollout:
     prompts: list[str]  # the prompt texts as given
     responses: list[str]  # decoded responses (special tokens skipped)
     generate_seconds: float = 0.0  # worker time spent in generate, for the phase timings
+    group_size: int = 1  # consecutive rows share a prompt, G at a time
 
     @property
     def input_ids(self) -> Tensor:
@@ -105,9 +116,10 @@ class RolloutBatch:
     attention_mask: Tensor  # (B, P+R) long
     response_mask: Tensor  # (B, R) long
     logprobs: Tensor  # (B, R) behaviour log-probs
-    ref_logprobs: Tensor  # (B, R)
+    ref_logprobs: Tensor | None  # (B, R); None when no reference runs (KL coefficient 0)
     scores: Tensor  # (B,)
     prompt_len: int  # P
+    group_index: Tensor  # (B,) long: rows with the same number are one prompt's group
     prompts: list[str] = field(default_factory=list)
     responses: list[str] = field(default_factory=list)
     # Worker busy time summed over the chunks: generate, score, reference.
@@ -117,40 +129,78 @@ class RolloutBatch:
         return len(self.sample_ids)
 
 
+def _rows(x: Tensor, rows: list[int] | None) -> Tensor:
+    return x if rows is None else x[rows]
+
+
+def _pick(xs: list, rows: list[int] | None) -> list:
+    return list(xs) if rows is None else [xs[i] for i in rows]
+
+
 def join_chunks(
-    rollouts: list[Rollout], scores: list[Scores], refs: list[ReferenceLogprobs]
+    rollouts: list[Rollout],
+    scores: list[Scores],
+    refs: list[ReferenceLogprobs | None],
+    rows: list[list[int] | None] | None = None,
 ) -> RolloutBatch:
-    """Join matching chunks into one batch, checking that the sample ids line up."""
+    """Join matching chunks into one batch, checking that the sample ids line up.
+
+    ``refs`` may be all ``None`` (no reference workers). ``rows[k]`` keeps only those rows of
+    chunk k (None: all); dynamic sampling uses it to drop groups, always whole ones.
+    """
     if not rollouts or not (len(rollouts) == len(scores) == len(refs)):
         raise ValueError("join_chunks needs the same non-zero number of rollouts, scores, refs")
+    rows = rows or [None] * len(rollouts)
+    with_ref = refs[0] is not None
     for ro, sc, rf in zip(rollouts, scores, refs, strict=True):
-        if not (ro.sample_ids == sc.sample_ids == rf.sample_ids):
+        if (
+            ro.sample_ids != sc.sample_ids
+            or (rf is None) == with_ref
+            or (rf is not None and rf.sample_ids != ro.sample_ids)
+        ):
             raise ValueError(f"chunk sample ids disagree, first rollout id {ro.sample_ids[0]!r}")
     p = max(r.prompt_ids.shape[1] for r in rollouts)
     n = max(r.response_ids.shape[1] for r in rollouts)
     pad_id = 0  # any id: padded positions are masked out everywhere
-    prompt_ids = torch.cat([pad_to(r.prompt_ids, p, pad_id, left=True) for r in rollouts])
-    prompt_mask = torch.cat([pad_to(r.prompt_mask, p, 0, left=True) for r in rollouts])
-    response_ids = torch.cat([pad_to(r.response_ids, n, pad_id) for r in rollouts])
-    response_mask = torch.cat([pad_to(r.response_mask, n, 0) for r in rollouts])
+
+    def cat(get, width: int, value: float, left: bool = False) -> Tensor:
+        parts = [_rows(pad_to(get(k), width, value, left), rows[k]) for k in range(len(rollouts))]
+        return torch.cat(parts)
+
+    prompt_ids = cat(lambda k: rollouts[k].prompt_ids, p, pad_id, left=True)
+    prompt_mask = cat(lambda k: rollouts[k].prompt_mask, p, 0, left=True)
+    response_ids = cat(lambda k: rollouts[k].response_ids, n, pad_id)
+    response_mask = cat(lambda k: rollouts[k].response_mask, n, 0)
+    group_index, offset = [], 0
+    for r, keep in zip(rollouts, rows, strict=True):
+        g = _rows(torch.arange(len(r)) // r.group_size, keep)
+        group_index.append(g + offset)
+        offset += len(r) // r.group_size
+    sample_ids = [s for r, k in zip(rollouts, rows, strict=True) for s in _pick(r.sample_ids, k)]
     return RolloutBatch(
-        sample_ids=[s for r in rollouts for s in r.sample_ids],
+        sample_ids=sample_ids,
         policy_versions=torch.tensor(
-            [r.policy_version for r in rollouts for _ in r.sample_ids], dtype=torch.long
+            [
+                r.policy_version
+                for r, k in zip(rollouts, rows, strict=True)
+                for _ in _pick(r.sample_ids, k)
+            ],
+            dtype=torch.long,
         ),
         input_ids=torch.cat([prompt_ids, response_ids], dim=1),
         attention_mask=torch.cat([prompt_mask, response_mask], dim=1),
         response_mask=response_mask,
-        logprobs=torch.cat([pad_to(r.logprobs, n, 0.0) for r in rollouts]),
-        ref_logprobs=torch.cat([pad_to(r.logprobs, n, 0.0) for r in refs]),
-        scores=torch.cat([s.rewards for s in scores]).float(),
+        logprobs=cat(lambda k: rollouts[k].logprobs, n, 0.0),
+        ref_logprobs=cat(lambda k: refs[k].logprobs, n, 0.0) if with_ref else None,
+        scores=torch.cat([_rows(s.rewards, k) for s, k in zip(scores, rows, strict=True)]).float(),
         prompt_len=p,
-        prompts=[t for r in rollouts for t in r.prompts],
-        responses=[t for r in rollouts for t in r.responses],
+        group_index=torch.cat(group_index),
+        prompts=[t for r, k in zip(rollouts, rows, strict=True) for t in _pick(r.prompts, k)],
+        responses=[t for r, k in zip(rollouts, rows, strict=True) for t in _pick(r.responses, k)],
         phase_seconds=(
             sum(r.generate_seconds for r in rollouts),
             sum(s.seconds for s in scores),
-            sum(r.seconds for r in refs),
+            sum(r.seconds for r in refs if r is not None),
         ),
     )
 

@@ -1,4 +1,4 @@
-"""PPO loss functions and log-prob / entropy helpers for causal LM logits."""
+"""Policy and value losses and log-prob / entropy helpers for causal LM logits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rayrlhf.algos.aggregation import aggregate
 from rayrlhf.algos.masking import masked_mean
 
 
@@ -63,31 +64,40 @@ def policy_loss(
     advantages: Tensor,
     response_mask: Tensor,
     clip_range: float,
+    clip_high: float | None = None,
+    agg: str = "token_mean",
+    constant: float = 1.0,
 ) -> PolicyLossOutput:
-    """PPO clipped surrogate objective (as a loss to minimise).
+    """PPO clipped surrogate objective (as a loss to minimise), for every online algorithm.
 
     Args:
         logprobs: (B, T) log-probs under the current policy (with grad).
         old_logprobs: (B, T) log-probs under the rollout policy.
         advantages: (B, T) advantage estimates.
         response_mask: (B, T) bool or 0/1 mask of response tokens.
-        clip_range: epsilon; ratios are clipped to [1 - eps, 1 + eps].
+        clip_range: ε (ε_low); ratios are clipped to [1 - ε_low, 1 + ε_high].
+        clip_high: DAPO's ε_high ("clip-higher"); None means symmetric, ε_high = ε_low.
+        agg: how token losses become one number, a key of
+            :data:`rayrlhf.algos.aggregation.LOSS_AGGREGATIONS` (token_mean: PPO and DAPO,
+            seq_mean: GRPO, constant: Dr. GRPO).
+        constant: Dr. GRPO's normaliser (``agg="constant"`` only).
 
     Returns:
-        PolicyLossOutput of scalars: token-mean ``loss`` over all masked tokens,
-        ``clip_fraction`` (share of tokens where clipping was active) and
-        ``approx_kl`` = mean 0.5 * (logp - old)^2, both detached.
+        PolicyLossOutput of scalars: the aggregated ``loss``; ``clip_fraction`` (share of tokens
+        where clipping was active) and ``approx_kl`` = mean 0.5 * (logp - old)^2, both detached
+        token means.
     """
     old_logprobs = old_logprobs.detach()
     advantages = advantages.detach()
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
+    high = clip_range if clip_high is None else clip_high
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + high)
     # Pessimistic bound: take the larger loss, so moving the ratio past the clip
     # range in the direction the advantage favours earns nothing.
     pg = torch.maximum(unclipped, clipped)
-    loss = masked_mean(pg, response_mask)
+    loss = aggregate(pg, response_mask, agg, constant)
     with torch.no_grad():
         clip_fraction = masked_mean((clipped > unclipped).float(), response_mask)
         approx_kl = masked_mean(0.5 * log_ratio**2, response_mask)

@@ -5,6 +5,7 @@ dotted path and what is allowed (:class:`ConfigError`). Nothing else in the pack
 command-line strings: roles receive this frozen tree (or the section they need).
 """
 
+from rayrlhf.config.algorithm import AlgorithmConfig, AlgorithmName
 from rayrlhf.config.base import ConfigError, PathStr, Placement
 from rayrlhf.config.loading import (
     apply_overrides,
@@ -37,6 +38,8 @@ from rayrlhf.config.stages import (
 from rayrlhf.config.tree import Config
 
 __all__ = [
+    "AlgorithmConfig",
+    "AlgorithmName",
     "Config",
     "ConfigError",
     "DataConfig",

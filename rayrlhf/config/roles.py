@@ -37,8 +37,15 @@ class RolloutConfig(_Section):
     num_workers: int = Field(
         1, ge=1, description="Rollout actors at start; independent of learner ranks, resizable."
     )
-    prompts_per_step: int = Field(16, ge=1, description="Prompts generated per PPO step.")
-    chunk_size: int = Field(8, ge=1, description="Prompts per generate call (the unit of work).")
+    prompts_per_step: int = Field(
+        16, ge=1, description="Prompts per step; a step trains on prompts × group_size samples."
+    )
+    group_size: int = Field(
+        1, ge=1, description="Samples per prompt (GRPO's G), generated in one chunk."
+    )
+    chunk_size: int = Field(
+        8, ge=1, description="Prompts per generate call (the unit of work; × group_size rows)."
+    )
     max_prompt_tokens: int = Field(64, ge=1, description="Longer prompts keep their last tokens.")
     template: Literal["auto", "chat", "plain"] = Field(
         "auto",
@@ -163,7 +170,7 @@ class WeightSyncConfig(_Section):
 
 
 class PPOConfig(_Section):
-    """PPO and KL-penalty hyper-parameters (names as in the papers)."""
+    """PPO and KL hyper-parameters, shared by every online algorithm (names as in the papers)."""
 
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount per token.")
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0, description="GAE λ.")
@@ -171,8 +178,9 @@ class PPOConfig(_Section):
     value_clip_range: float = Field(0.2, gt=0.0, description="Value prediction clip.")
     value_coef: float = Field(0.5, ge=0.0, description="Weight of the value loss.")
     entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus weight.")
-    whiten_advantages: bool = Field(True, description="Normalise advantages over the batch.")
-    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator.")
+    kl_estimator: Literal["k1", "k2", "k3"] | None = Field(
+        None, description="Per-token KL estimator; default: the algorithm's (k1, k3 in a loss)."
+    )
     kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="KL coefficient rule.")
     kl_coef: float = Field(0.05, ge=0.0, description="Initial KL penalty coefficient β.")
     kl_target: float = Field(6.0, gt=0.0, description="Adaptive controller's target KL (nats).")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
+from rayrlhf.algos.algorithms import Algorithm, resolve
+from rayrlhf.config.algorithm import AlgorithmConfig
 from rayrlhf.config.base import _Section
 from rayrlhf.config.roles import (
     DataConfig,
@@ -30,6 +32,7 @@ class Config(_Section):
     reward: RewardConfig = RewardConfig()
     reference: ReferenceConfig = ReferenceConfig()
     learner: LearnerConfig = LearnerConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
     ppo: PPOConfig = PPOConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
     eval: EvalConfig = EvalConfig()
@@ -67,12 +70,46 @@ class Config(_Section):
                 f"rollout.prompts_per_step / rollout.chunk_size = {chunks} chunks must split "
                 f"evenly over learner.num_ranks ({lrn.num_ranks})"
             )
-        if r.prompts_per_step % lrn.minibatch_size:
+        samples = r.prompts_per_step * r.group_size
+        if samples % lrn.minibatch_size:
             raise ValueError(
-                f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of "
-                f"learner.minibatch_size ({lrn.minibatch_size})"
+                f"rollout.prompts_per_step × rollout.group_size ({samples} samples a step) "
+                f"must be a multiple of learner.minibatch_size ({lrn.minibatch_size})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _algorithm_fits(self) -> Config:
+        algo = self.algo  # raises on an unknown combination
+        if self.rollout.group_size < algo.min_group_size:
+            raise ValueError(
+                f"algorithm {self.algorithm.name} (advantage {algo.advantage}) needs "
+                f"rollout.group_size >= {algo.min_group_size}, got {self.rollout.group_size}"
+            )
+        if self.ppo.kl_controller == "adaptive" and self.ppo.kl_coef <= 0:
+            raise ValueError("ppo.kl_controller adaptive needs ppo.kl_coef > 0")
+        return self
+
+    @property
+    def algo(self) -> Algorithm:
+        """The online algorithm this config runs: its preset with this config's overrides."""
+        a = self.algorithm
+        return resolve(
+            a.name,
+            advantage=a.advantage,
+            loss_agg=a.loss_agg,
+            kl_in=a.kl_in,
+            kl_estimator=self.ppo.kl_estimator,
+            whiten=a.whiten,
+            std_normalize=a.std_normalize,
+            clip_high=a.clip_high,
+            dynamic_sampling=a.dynamic_sampling,
+        )
+
+    @property
+    def uses_reference(self) -> bool:
+        """Reference workers run only when the KL has a weight: none with a coefficient of 0."""
+        return self.ppo.kl_coef > 0
 
     @property
     def tokenizer_path(self) -> str:

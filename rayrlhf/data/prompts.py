@@ -49,16 +49,45 @@ class PromptSource:
             self._orders = {epoch: order}  # steps move forward: one epoch's order is enough
         return self._orders[epoch]
 
-    def step_chunks(self, step: int, prompts_per_step: int, chunk_size: int) -> list[PromptChunk]:
-        """The chunks of prompts for ``step`` (a pure function of step, so resumes are exact)."""
+    def step_chunks(
+        self,
+        step: int,
+        prompts_per_step: int,
+        chunk_size: int,
+        group_size: int = 1,
+        cursor: int | None = None,
+        first: int = 0,
+    ) -> list[PromptChunk]:
+        """The chunks of ``prompts_per_step`` prompts for ``step``: a pure function of its
+        arguments, so resumes are exact.
+
+        Prompts are taken from position ``cursor`` of the endless shuffled order (default
+        ``step * prompts_per_step``); their ids count from ``first`` within the step (dynamic
+        sampling fetches further prompts for a step under ids that follow the first ones). A
+        prompt's G samples are ``"{step}-{i}.{j}"``; with G = 1 just ``"{step}-{i}"``.
+        """
         n = len(self.prompts)
-        picked = []
-        for k in range(step * prompts_per_step, (step + 1) * prompts_per_step):
-            picked.append(self.prompts[self._order(k // n)[k % n]])
+        start = step * prompts_per_step if cursor is None else cursor
+        picked = [
+            self.prompts[self._order(k // n)[k % n]] for k in range(start, start + prompts_per_step)
+        ]
+
+        def ids(i: int) -> list[str]:
+            return (
+                [f"{step}-{i}"]
+                if group_size == 1
+                else [f"{step}-{i}.{j}" for j in range(group_size)]
+            )
+
         return [
             PromptChunk(
-                sample_ids=[f"{step}-{i}" for i in range(c, c + chunk_size)],
-                prompts=picked[c : c + chunk_size],
+                sample_ids=[
+                    s
+                    for i in range(c, min(c + chunk_size, prompts_per_step))
+                    for s in ids(first + i)
+                ],
+                prompts=[p for p in picked[c : c + chunk_size] for _ in range(group_size)],
+                group_size=group_size,
             )
             for c in range(0, prompts_per_step, chunk_size)
         ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from rayrlhf.experience import PromptChunk, ReferenceLogprobs, Rollout, Scores
 
 
@@ -25,11 +27,15 @@ def eval_chunks(prompts: list[str], chunk_size: int) -> list[PromptChunk]:
 
 
 def summarize_chunk(
-    rollout: Rollout, scores: Scores, reference: ReferenceLogprobs
+    rollout: Rollout, scores: Scores, reference: ReferenceLogprobs | None
 ) -> list[dict[str, Any]]:
-    """Per sample: prompt, response, reward, KL to the reference (nats, summed over tokens)."""
+    """Per sample: prompt, response, reward, KL to the reference (nats, summed over tokens;
+    NaN when no reference runs, because the KL coefficient is 0)."""
     mask = rollout.response_mask
-    kl = ((rollout.logprobs - reference.logprobs) * mask).sum(-1)
+    if reference is None:
+        kl = torch.full((len(rollout),), float("nan"))
+    else:
+        kl = ((rollout.logprobs - reference.logprobs) * mask).sum(-1)
     return [
         {
             "sample_id": sid,
@@ -60,14 +66,17 @@ def mean_std_stderr(values: list[float]) -> tuple[float, float, float]:
 
 
 def aggregate(samples: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over samples: ``reward/mean``, ``reward/std``, ``kl/mean``, ``response/length``."""
+    """Means over samples: ``reward/mean``, ``reward/std``, ``kl/mean`` (absent without a
+    reference), ``response/length``."""
     n = len(samples)
     mean, std, stderr = mean_std_stderr([s["reward"] for s in samples])
-    return {
+    out = {
         "reward/mean": mean,
         "reward/std": std,
         "reward/stderr": stderr,
-        "kl/mean": sum(s["kl"] for s in samples) / n,
         "response/length": sum(s["length"] for s in samples) / n,
         "samples": float(n),
     }
+    if not any(math.isnan(s["kl"]) for s in samples):
+        out["kl/mean"] = sum(s["kl"] for s in samples) / n
+    return out

@@ -174,9 +174,10 @@ def run_ppo_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
     last = history[-1]
     summary: dict[str, Any] = {
         "steps": len(history),
+        "algorithm": config.algorithm.name,
         "train/reward_first": history[0]["reward/mean"],
         "train/reward_last": last["reward/mean"],
-        "train/kl_last": last["kl/mean"],
+        "train/kl_last": last.get("kl/mean"),
     }
     if before is not None and after is not None:
         evals = eval_record(before, after, config.eval.examples)

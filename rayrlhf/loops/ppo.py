@@ -1,13 +1,17 @@
-"""The PPO driver: the single controller. It moves object refs and small metrics, never batches.
+"""The online driver (PPO, GRPO, RLOO, REINFORCE++ and variants): the single controller. It moves
+object refs and small metrics, never batches.
 
 One step::
 
-    chunks  = prompts for this step, with stable sample ids
+    chunks  = prompts for this step (× group_size samples each), with stable sample ids
     rollout = rollout_worker[i % R].generate(chunk_i)          → ref (+ receipt)
     scores  = reward_worker[i % S].score(rollout_i)            → ref (+ receipt)
-    ref_lp  = reference_worker[i % F].logprobs(rollout_i)      → ref (+ receipt)
+    ref_lp  = reference_worker[i % F].logprobs(rollout_i)      → ref (+ receipt; none if β = 0)
+    (dynamic sampling: drop all-equal groups, generate more prompts until the step is full)
     metrics = learners.train(shard r = chunks r, r+L, ...)     (ranks fetch their refs)
     weights = learners.policy_weights()                        → ref, loaded by every rollout worker
+
+The algorithm is data (:attr:`Config.algo`): the learner reads it; this loop is the same for all.
 
 A chunk whose worker died is dispatched again on a replacement (:mod:`rayrlhf.loops.rollouts`);
 a dead learner rank restarts the learner group from the last checkpoint; SIGINT/SIGTERM stop
@@ -41,6 +45,7 @@ from rayrlhf.faults import (
 from rayrlhf.loops import evaluation
 from rayrlhf.loops.rollouts import ChunkRunner
 from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
+from rayrlhf.loops.sampling import StepSampler
 from rayrlhf.loops.weights import RolloutWeights
 from rayrlhf.metrics import RunLogger
 from rayrlhf.roles.learner import Learner
@@ -93,11 +98,13 @@ class PPOTrainer:
         self.reward = cluster.role_group(
             config, roles.reward, "reward", lambda i: (config.reward, device)
         )
-        self.reference = cluster.role_group(
-            config, roles.reference, "reference", lambda i: (config,)
-        )
+        self.groups = {"rollout": self.rollout, "reward": self.reward}
+        if config.uses_reference:  # with a KL coefficient of 0 nothing reads reference log-probs
+            self.groups["reference"] = cluster.role_group(
+                config, roles.reference, "reference", lambda i: (config,)
+            )
         self.runner = ChunkRunner(
-            {"rollout": self.rollout, "reward": self.reward, "reference": self.reference},
+            self.groups,
             self.faults,
             config.run.max_worker_restarts,
             config.timeouts.rollout_s,
@@ -108,6 +115,7 @@ class PPOTrainer:
         if self.weights.broadcast:
             self.weights.form_group(self.learners)
         self.buffer = ExperienceBuffer()
+        self.sampler = StepSampler(config, self.prompts, self.runner, self.buffer)
         self.state = RunState()
         self.logger: RunLogger | None = None
         self._at_boundary = True  # learners hold the state after self.step (checkpointable)
@@ -142,6 +150,7 @@ class PPOTrainer:
             to_dict(self.config),
             self.config.run.num_steps,
             self.config.run.progress_bar,
+            desc=self.config.algorithm.name,
             position=self.state.logs,
         )
         history: list[dict[str, Any]] = []
@@ -177,18 +186,14 @@ class PPOTrainer:
     def train_step(self) -> dict[str, Any]:
         """Generate → score and reference → train → weight sync; returns the step's metrics."""
         t0 = time.perf_counter()
-        cfg = self.config.rollout
-        chunks = self.prompts.step_chunks(self.step, cfg.prompts_per_step, cfg.chunk_size)
-        for chunk in chunks:
-            self.buffer.dispatch(chunk.sample_ids)
         # Chunks are dealt over the workers alive now: a resize rebalances the next step.
         workers = len(self.rollout.actors)
-        for refs in self.runner.run(chunks):
-            self.buffer.add(refs)
+        cursor, sampling = self.sampler.collect(self.step, self.state.prompt_cursor)
         self._at_boundary = False
         metrics = self.learners.train(self.buffer.shards(self.config.learner.num_ranks))
         trained = self.buffer.mark_trained()
         self.state.step += 1
+        self.state.prompt_cursor = cursor
         self.state.policy_version = int(metrics["policy_version"])
         self._at_boundary = True
         t_train = time.perf_counter()
@@ -204,6 +209,7 @@ class PPOTrainer:
                 "data/prompts_skipped": self.data_report.skipped,
                 "rollout/workers": workers,
                 "sync/bytes": self.sync_bytes,
+                **sampling,
                 **self.faults.metrics(),
             }
         )
@@ -288,6 +294,7 @@ class PPOTrainer:
         The rollout workers still hold other weights: the caller syncs them.
         """
         self.buffer = ExperienceBuffer()
+        self.sampler.buffer = self.buffer
         if found is None:
             self.state = RunState()
             return
@@ -372,7 +379,7 @@ class PPOTrainer:
 
     def shutdown(self) -> None:
         """Stop this trainer's actors and placement groups (Ray itself keeps running)."""
-        for group in (self.rollout, self.reward, self.reference):
+        for group in self.groups.values():
             group.shutdown()
         self.learners.shutdown()
         cluster.release_control(self.config, self.control)

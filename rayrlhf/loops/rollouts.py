@@ -21,7 +21,7 @@ from rayrlhf.cluster import RoleGroup
 from rayrlhf.experience import PromptChunk
 from rayrlhf.faults import WORKER_LOST, FaultCounts, PhaseTimeout, RunFailed, is_lost, one_line
 
-ROLES = ("rollout", "reward", "reference")
+ROLES = ("rollout", "reward", "reference")  # the order a chunk's calls read each other
 
 
 @dataclass
@@ -29,15 +29,16 @@ class _InFlight:
     """One dispatch of a chunk: its result refs, their receipts, and the actors doing it."""
 
     refs: ChunkRefs
-    receipts: tuple[Any, Any, Any]
-    actors: tuple[Any, ...]  # rollout, reward, reference
+    receipts: tuple[Any, ...]  # one per role the runner drives, in ROLES order
+    actors: tuple[Any, ...]
 
 
 class ChunkRunner:
     """Runs chunks on the three role groups; replaces dead actors, counts what it survived.
 
     ``on_replaced(role, actor)`` brings a new actor up to date before it works (a rollout
-    worker loads the current policy version).
+    worker loads the current policy version). ``groups`` may lack ``reference`` (an algorithm
+    whose KL coefficient is 0 starts no reference worker); its chunks have no reference result.
     """
 
     def __init__(
@@ -49,16 +50,20 @@ class ChunkRunner:
         on_replaced: Callable[[str, Any], None],
     ) -> None:
         self.groups, self.counts = groups, counts
+        self.roles = tuple(r for r in ROLES if r in groups)
         self.max_restarts, self.timeout_s = max_restarts, timeout_s
         self.on_replaced = on_replaced
 
     def _dispatch(self, i: int, chunk: PromptChunk) -> _InFlight:
-        actors = tuple(self.groups[r].actors[i % len(self.groups[r].actors)] for r in ROLES)
+        actors = tuple(self.groups[r].actors[i % len(self.groups[r].actors)] for r in self.roles)
         rollout, r_receipt = self.groups["rollout"].submit(actors[0], chunk)
         scores, s_receipt = self.groups["reward"].submit(actors[1], rollout)
-        reference, f_receipt = self.groups["reference"].submit(actors[2], rollout)
+        receipts, reference = [r_receipt, s_receipt], None
+        if "reference" in self.groups:
+            reference, f_receipt = self.groups["reference"].submit(actors[2], rollout)
+            receipts.append(f_receipt)
         refs = ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference)
-        return _InFlight(refs, (r_receipt, s_receipt, f_receipt), actors)
+        return _InFlight(refs, tuple(receipts), actors)
 
     def run(self, chunks: list[PromptChunk]) -> list[ChunkRefs]:
         """Every chunk's result refs, in chunk order, once all three calls of each succeeded."""
@@ -92,7 +97,7 @@ class ChunkRunner:
         failed: dict[int, tuple[str, BaseException]] = {}
         waiting: dict[int, int] = {}  # chunk → index of its first unfinished call
         for i, flight in flights.items():
-            for k, (role, receipt) in enumerate(zip(ROLES, flight.receipts, strict=True)):
+            for k, (role, receipt) in enumerate(zip(self.roles, flight.receipts, strict=True)):
                 try:
                     ray.get(receipt, timeout=0)
                 except ray.exceptions.GetTimeoutError:
@@ -108,7 +113,7 @@ class ChunkRunner:
         if waiting and not failed:
             first = min(waiting.values())
             hang = PhaseTimeout(f"no result after {self.timeout_s:.0f}s")
-            failed = {i: (ROLES[k], hang) for i, k in waiting.items() if k == first}
+            failed = {i: (self.roles[k], hang) for i, k in waiting.items() if k == first}
         return complete, failed
 
     def _recover(
@@ -116,7 +121,7 @@ class ChunkRunner:
     ) -> None:
         """Replace each dead or hung culprit once; a lost object only needs the chunk redone."""
         for i, (role, err) in failed.items():
-            actor = flights.pop(i).actors[ROLES.index(role)]
+            actor = flights.pop(i).actors[self.roles.index(role)]
             if actor in self.groups[role].actors and isinstance(err, WORKER_LOST + (PhaseTimeout,)):
                 self.replace(role, actor, err)  # not yet replaced (it may serve several chunks)
 

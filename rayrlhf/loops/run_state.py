@@ -8,8 +8,9 @@ A checkpoint folder holds::
     driver_rng.pt     the driver's random generators
     manifest.json     written last by :func:`rayrlhf.checkpoint.commit`
 
-The prompt order is a pure function of the seed, the prompts and the step (checked through the
-config and the data digests), so the step is the prompt source's whole position.
+The prompt order is a pure function of the seed and the prompts (checked through the config and
+the data digests), so the cursor (prompts taken so far: step × prompts_per_step, or more with
+dynamic sampling) is the prompt source's whole position.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RunState:
 
     step: int = 0  # steps completed (optimizer steps for a supervised stage)
     policy_version: int = 0
+    prompt_cursor: int = 0  # prompts taken from the shuffled order so far (dynamic sampling)
     logs: LogPosition = LogPosition()
     faults: dict[str, Any] = field(default_factory=dict)  # FaultCounts' fields
 
@@ -57,7 +59,7 @@ def save_run_state(
         "policy_version": state.policy_version,
         "logs": asdict(state.logs),
         "faults": state.faults,
-        "prompts": {"next_step": state.step},
+        "prompts": {"next_step": state.step, "cursor": state.prompt_cursor},
     }
     (tmp / "driver.json").write_text(json.dumps(driver, indent=1))
     if buffer is not None:
@@ -76,6 +78,7 @@ def load_run_state(path: Path, buffer: ExperienceBuffer | None) -> RunState:
     return RunState(
         step=int(driver["step"]),
         policy_version=int(driver["policy_version"]),
+        prompt_cursor=int(driver["prompts"].get("cursor", 0)),
         logs=LogPosition(**driver["logs"]),
         faults=dict(driver["faults"]),
     )

@@ -31,18 +31,19 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
             measure = f"held-out RMSE {_fmt(rm.get('eval/rmse'))}, MAE {_fmt(rm.get('eval/mae'))}"
         lines.append(f"Reward model  {measure}, {int(rm['steps'])} steps")
     ppo = summaries.get("ppo", {})
+    label = f"{ppo.get('algorithm', 'ppo').upper():<14}"  # the online stage's algorithm
     evals = ppo.get("eval")
     if evals:
         b, a = evals["before"], evals["after"]
         lines.append(
-            f"PPO           mean reward on {int(a['samples'])} held-out prompts: "
+            f"{label}mean reward on {int(a['samples'])} held-out prompts: "
             f"{_fmt(b['reward/mean'])} ± {_fmt(b['reward/stderr'])} before → "
             f"{_fmt(a['reward/mean'])} ± {_fmt(a['reward/stderr'])} after "
             f"(paired gain {evals['gain']['mean']:+.3f} ± {evals['gain']['stderr']:.3f}; "
             f"{evals['gain']['improved']:.0%} of prompts improved)"
         )
         lines.append(
-            f"              KL to the reference {_fmt(a['kl/mean'])} nats per response "
+            f"              KL to the reference {_fmt(a.get('kl/mean'))} nats per response "
             f"(held-out), {_fmt(ppo.get('train/kl_last'))} (last training step); "
             f"{int(ppo['steps'])} steps"
         )
@@ -52,7 +53,7 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
             lines.append(f"    after  ({ex['after_reward']:+.2f}): {ex['after']!r}")
     elif ppo:
         lines.append(
-            f"PPO           training reward {_fmt(ppo.get('train/reward_first'))} → "
+            f"{label}training reward {_fmt(ppo.get('train/reward_first'))} → "
             f"{_fmt(ppo.get('train/reward_last'))}, KL {_fmt(ppo.get('train/kl_last'))}"
         )
     return "\n".join(lines)

@@ -12,3 +12,11 @@ def target_word_frequency(prompts: list[str], responses: list[str]) -> list[floa
         words = response.split()
         out.append(sum(w == TARGET_WORD for w in words) / len(words) if words else 0.0)
     return out
+
+
+def contains_target_word(prompts: list[str], responses: list[str]) -> list[float]:
+    """1 if the response says ``"good"`` at all, else 0: a pass/fail reward, like a verifier's.
+
+    Groups of samples often score all 0 or all 1 under it, which is what dynamic sampling is for.
+    """
+    return [float(TARGET_WORD in response.split()) for response in responses]

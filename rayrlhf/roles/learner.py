@@ -1,9 +1,13 @@
-"""Learner: one rank of the DeepSpeed group holding the policy and the value model.
+"""Learner: one rank of the DeepSpeed group holding the policy (and, for PPO, the value model).
 
-Each step a rank receives its own shard of chunk results (object refs, resolved by this rank, never
-by the driver), computes old log-probs, values, KL-shaped rewards and GAE advantages, and runs PPO
-epochs over minibatches. Batch statistics (advantage whitening, metrics, the KL that drives the
-controller) are all-reduced, so every rank sees the same numbers whatever the rank count.
+One class for every online algorithm. Each step a rank receives its own shard of chunk results
+(object refs, resolved by this rank, never by the driver), computes old log-probs (and values when
+the algorithm has a critic), rewards (KL-shaped when the KL sits in the reward), the algorithm's
+advantages, and runs clipped policy-gradient epochs over minibatches, with the KL as a loss term
+when it sits there. What to do comes from the config's :class:`rayrlhf.algos.algorithms.Algorithm`
+(critic or not, estimator, loss aggregation, where the KL goes), never from the algorithm's name.
+Batch statistics (advantage whitening, metrics, the KL that drives the controller) are
+all-reduced, so every rank sees the same numbers whatever the rank count.
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ from collections.abc import Iterator
 
 import torch
 
-from rayrlhf.algos.advantages import ADVANTAGE_ESTIMATORS
+from rayrlhf.algos.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    AdvantageParams,
+    group_mean_std,
+)
+from rayrlhf.algos.aggregation import LOSS_AGGREGATIONS, aggregate
 from rayrlhf.algos.kl import KL_CONTROLLERS, KL_ESTIMATORS, token_rewards
 from rayrlhf.algos.losses import policy_loss, value_loss
 from rayrlhf.algos.masking import masked_mean, masked_whiten
@@ -63,6 +73,7 @@ class Learner:
         self.world_size = config.learner.num_ranks
         self.device = torch.device(config.learner.device)
         self.policy_version = 0
+        self.algo = config.algo
         kl = config.ppo
         self.kl_ctl = (
             KL_CONTROLLERS["fixed"](kl.kl_coef)
@@ -77,19 +88,26 @@ class Learner:
         lc = self.config.learner
         torch.manual_seed(self.config.run.seed)  # identical value-head init on every rank
         init_distributed(lc, master_addr, master_port, self.rank, self.config.timeouts.train_s)
+        critic = self.algo.critic  # a critic-free algorithm loads no value model at all
         with partitioned_loading(lc, lc.policy_lr):
             policy = load_policy(self.config.model.policy, "fp32")
-            value = load_value_model(self.config.value_path, "fp32")
+            value = load_value_model(self.config.value_path, "fp32") if critic else None
         if lc.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
-            value.backbone.gradient_checkpointing_enable()
+            if value is not None:
+                value.backbone.gradient_checkpointing_enable()
         # from_pretrained returns eval mode, in which transformers skips gradient checkpointing:
         # train mode, with dropout off so learner and rollout log-probs agree.
         for model in (policy, value):
-            disable_dropout(model).train()
+            if model is not None:
+                disable_dropout(model).train()
         self.policy = build_engine(policy, lc.policy_lr, lc)
-        self.value = build_engine(value, lc.value_lr, lc)
+        self.value = build_engine(value, lc.value_lr, lc) if value is not None else None
         return self.rank
+
+    def _engines(self) -> list[tuple[str, object]]:
+        """(name, engine) of each engine this algorithm trains: policy, and value with a critic."""
+        return [("policy", self.policy)] + ([("value", self.value)] if self.value else [])
 
     # ---- statistics over all ranks ------------------------------------------------------------
 
@@ -105,8 +123,10 @@ class Learner:
 
     # ---- one PPO step -------------------------------------------------------------------------
 
-    def _forward_in_micro_batches(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, R) old log-probs and values, without gradients."""
+    def _forward_in_micro_batches(
+        self, batch: RolloutBatch
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, R) old log-probs and values (None without a critic), without gradients."""
         mb = self.config.learner.micro_batch_size
         logps, values = [], []
         temp = self.config.rollout.temperature
@@ -116,18 +136,22 @@ class Learner:
                 am = batch.attention_mask[i : i + mb].to(self.device)
                 lp, _ = response_logprobs(self.policy, ids, am, batch.prompt_len, temp)
                 logps.append(lp.float().cpu())
-                values.append(response_values(self.value, ids, am, batch.prompt_len).cpu())
+                if self.value is not None:
+                    values.append(response_values(self.value, ids, am, batch.prompt_len).cpu())
         mask = batch.response_mask
-        return torch.cat(logps) * mask, torch.cat(values) * mask
+        return torch.cat(logps) * mask, torch.cat(values) * mask if values else None
 
-    def train_step(self, rollouts: list, scores: list, refs: list) -> dict:
-        """One PPO step on this rank's shard; returns global metrics (identical on every rank).
+    def train_step(
+        self, rollouts: list, scores: list, refs: list, rows: list | None = None
+    ) -> dict:
+        """One step on this rank's shard; returns global metrics (identical on every rank).
 
         ``rollouts``, ``scores`` and ``refs`` are matching lists of chunk results (or object
-        refs to them) for this rank only.
+        refs to them) for this rank only; ``refs`` holds ``None`` when no reference runs.
+        ``rows[k]`` keeps only those rows (whole groups) of chunk k (dynamic sampling).
         """
         t0 = time.perf_counter()
-        batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs))
+        batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs), rows)
         stale = (batch.policy_versions != self.policy_version).sum().item()
         if stale:
             raise RuntimeError(
@@ -139,11 +163,12 @@ class Learner:
         old_logprobs, old_values = self._forward_in_micro_batches(batch)
         kl, adv, returns = self._advantages(batch, old_logprobs, old_values, kl_coef)
         t_values = time.perf_counter()
-        losses = self._ppo_epochs(batch, old_logprobs, old_values, adv, returns)
+        losses = self._epochs(batch, old_logprobs, old_values, adv, returns)
         t_train = time.perf_counter()
         self.policy_version += 1
         metrics = self._global_metrics(batch, old_logprobs, kl, losses)
-        self.kl_ctl.update(metrics["kl/mean"], int(metrics["samples"]))
+        if kl is not None:
+            self.kl_ctl.update(metrics["kl/mean"], int(metrics["samples"]))
         metrics.update(
             {
                 "kl/coef": kl_coef,  # the coefficient this step's rewards were shaped with
@@ -164,18 +189,24 @@ class Learner:
         self,
         batch: RolloutBatch,
         old_logprobs: torch.Tensor,
-        old_values: torch.Tensor,
+        old_values: torch.Tensor | None,
         kl_coef: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, R) per-token KL, (whitened) GAE advantages and returns."""
-        ppo, mask = self.config.ppo, batch.response_mask
-        kl = KL_ESTIMATORS[ppo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(B, R) per-token KL to the reference (None without one), advantages and returns."""
+        ppo, algo, mask = self.config.ppo, self.algo, batch.response_mask
+        kl = None
+        if batch.ref_logprobs is not None:
+            kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
         scores = batch.scores.clamp(-ppo.reward_clip, ppo.reward_clip)
-        rewards = token_rewards(scores, kl, mask, kl_coef)
-        adv, returns = ADVANTAGE_ESTIMATORS["gae"](
-            rewards, old_values, mask, ppo.gamma, ppo.gae_lambda
+        in_reward = kl is not None and algo.kl_in == "reward"
+        penalty = kl if in_reward else torch.zeros_like(old_logprobs)
+        rewards = token_rewards(scores, penalty, mask, kl_coef if in_reward else 0.0)
+        params = AdvantageParams(
+            ppo.gamma, ppo.gae_lambda, algo.std_normalize, self.config.algorithm.group_eps
         )
-        if ppo.whiten_advantages:
+        inputs = AdvantageInputs(rewards, mask, batch.group_index, old_values)
+        adv, returns = ADVANTAGE_ESTIMATORS[algo.advantage](inputs, params)
+        if algo.whiten:
             # Statistics over all ranks' tokens: the same normalisation whatever the rank count.
             mean, var = self._global_mean_var(adv, mask)
             adv = masked_whiten(adv, mask, mean=torch.tensor(mean), var=torch.tensor(var))
@@ -185,27 +216,31 @@ class Learner:
         self,
         batch: RolloutBatch,
         old_logprobs: torch.Tensor,
-        kl: torch.Tensor,
+        kl: torch.Tensor | None,
         losses: dict[str, float],
     ) -> dict[str, float]:
         """Step metrics summed over ranks with one all-reduce; non-finite values are errors."""
         cfg, mask = self.config, batch.response_mask
+        g_mean, g_std, _ = group_mean_std(batch.scores, batch.group_index)
         sums = self._all_sum(
             len(batch),
             mask.sum(),
             batch.scores.sum(),
             (batch.scores.double() ** 2).sum(),
-            kl.sum(),
+            kl.sum() if kl is not None else 0.0,
             (old_logprobs - batch.logprobs).abs().sum(),
             (-old_logprobs).sum(),
+            len(g_mean),
+            g_std.sum(),
+            (g_std == 0).sum(),
             *batch.phase_seconds,
             *losses.values(),
         )
-        n, n_tok, s, sq, kl_sum, mismatch, nll, t_gen, t_score, t_ref = sums[:10]
+        n, n_tok, s, sq, kl_sum, mismatch, nll, n_groups, std_sum, flat = sums[:10]
+        t_gen, t_score, t_ref = sums[10:13]
         metrics = {
             "reward/mean": s / n,
             "reward/std": max(sq / n - (s / n) ** 2, 0.0) ** 0.5,
-            "kl/mean": kl_sum / n,  # summed over a response's tokens, averaged over samples
             "response/length": n_tok / n,
             "rollout/logprob_mismatch": mismatch / n_tok,
             "rollout/nll": nll / n_tok,
@@ -215,9 +250,15 @@ class Learner:
             # Worker busy time per phase, averaged over that role's workers.
             "time/generate": t_gen / cfg.rollout.num_workers,
             "time/score": t_score / cfg.reward.num_workers,
-            "time/reference": t_ref / cfg.reference.num_workers,
         }
-        for key, total in zip(losses, sums[10:], strict=True):
+        if kl is not None:
+            metrics["kl/mean"] = kl_sum / n  # summed over a response's tokens, mean over samples
+            metrics["time/reference"] = t_ref / cfg.reference.num_workers
+        if cfg.rollout.group_size > 1:
+            # Within-prompt statistics: what the group estimators learn from.
+            metrics["group/reward_std"] = std_sum / n_groups
+            metrics["group/zero_adv_fraction"] = flat / n_groups
+        for key, total in zip(losses, sums[13:], strict=True):
             metrics[key] = total / self.world_size
         for key, value in metrics.items():
             if not math.isfinite(value):
@@ -226,93 +267,132 @@ class Learner:
                 )
         return metrics
 
-    def _ppo_epochs(self, batch, old_logprobs, old_values, adv, returns) -> dict[str, float]:
-        """Clipped PPO over minibatches; returns this rank's mean of each loss metric.
+    def _epochs(self, batch, old_logprobs, old_values, adv, returns) -> dict[str, float]:
+        """Clipped policy gradient (and value) epochs over minibatches; this rank's mean of each
+        loss metric.
 
         The engines are stepped after every micro-batch; DeepSpeed applies the update at each
         gradient-accumulation boundary, i.e. once per ``learner.minibatch_size`` samples.
-        Losses are token means over the whole global minibatch (all ranks, all micro-batches),
-        so the update does not depend on how the minibatch is split over ranks or micro-batches.
+        Losses are divided by the global minibatch's count of the aggregation's units (tokens for
+        a token mean, rows for a per-sequence mean or a constant normaliser) summed over all
+        ranks and micro-batches, so the update does not depend on how the minibatch is split.
         """
-        lc = self.config.learner
+        lc, algo = self.config.learner, self.algo
         per_rank = lc.minibatch_size // self.world_size
         grad_accum = per_rank // lc.micro_batch_size
         gen = torch.Generator().manual_seed(self.config.run.seed * 100003 + self.policy_version)
         orders = [torch.randperm(len(batch), generator=gen) for _ in range(lc.ppo_epochs)]
-        tokens = batch.response_mask.sum(-1).double()
+        units = {
+            "policy": LOSS_AGGREGATIONS[algo.loss_agg].units(batch.response_mask, self._constant),
+            "value": batch.response_mask.sum(-1).double(),  # the value loss is a token mean
+        }
+        engines = self._engines()
         local = [
-            tokens[o[i : i + per_rank]].sum() for o in orders for i in range(0, len(o), per_rank)
+            units[name][o[i : i + per_rank]].sum()
+            for name, _ in engines
+            for o in orders
+            for i in range(0, len(o), per_rank)
         ]
-        minibatch_tokens = self._all_sum(*local)  # one all-reduce for every minibatch of the step
+        per_engine = len(local) // len(engines)
+        reduced = self._all_sum(*local)  # one all-reduce for every minibatch of the step
+        global_units = {
+            name: reduced[k * per_engine : (k + 1) * per_engine]
+            for k, (name, _) in enumerate(engines)
+        }
         sums: dict[str, float] = defaultdict(float)
         norms: dict[str, float] = defaultdict(float)
         count = 0
         for epoch, order in enumerate(orders):
             for start in range(0, len(batch), lc.micro_batch_size):
                 idx = order[start : start + lc.micro_batch_size]
-                n_global = minibatch_tokens[epoch * (len(batch) // per_rank) + start // per_rank]
+                k = epoch * (len(batch) // per_rank) + start // per_rank
                 # DeepSpeed divides by grad_accum and averages over ranks; undo both so the sum of
-                # micro-batch losses is the token mean over the global minibatch.
-                weight = float(tokens[idx].sum()) * grad_accum * self.world_size / n_global
-                stats = self._micro_step(batch, idx, old_logprobs, old_values, adv, returns, weight)
-                for k, v in stats.items():
-                    sums[k] += v
+                # micro-batch losses is the loss of the global minibatch.
+                weights = {
+                    name: float(units[name][idx].sum())
+                    * grad_accum
+                    * self.world_size
+                    / global_units[name][k]
+                    for name, _ in engines
+                }
+                stats = self._micro_step(
+                    batch, idx, old_logprobs, old_values, adv, returns, weights
+                )
+                for key, v in stats.items():
+                    sums[key] += v
                 count += 1
                 if count % grad_accum == 0:  # an optimizer step: its global gradient norms
-                    for key, engine in (("policy", self.policy), ("value", self.value)):
-                        norms[f"{key}/grad_norm"] += grad_norm(engine)
-        means = {k: v / max(count, 1) for k, v in sums.items()}
+                    for name, engine in engines:
+                        norms[f"{name}/grad_norm"] += grad_norm(engine)
+        means = {key: v / max(count, 1) for key, v in sums.items()}
         # Global already (DeepSpeed reduces them), so equal on every rank: a loss scale that
         # depends on the rank count shows here even where Adam hides it in the parameters.
-        means.update({k: v / max(count // grad_accum, 1) for k, v in norms.items()})
+        means.update({key: v / max(count // grad_accum, 1) for key, v in norms.items()})
         return means
 
-    def _micro_step(
-        self, batch, idx, old_logprobs, old_values, adv, returns, weight: float
-    ) -> dict[str, float]:
-        """Forward, backward and (at accumulation boundaries) step of both engines.
+    @property
+    def _constant(self) -> float:
+        """Dr. GRPO's normaliser: ``algorithm.loss_constant`` or the generation budget."""
+        return float(self.config.algorithm.loss_constant or self.config.rollout.max_new_tokens)
 
-        ``weight`` rescales this micro-batch's token-mean losses to its share of the minibatch.
+    def _micro_step(
+        self, batch, idx, old_logprobs, old_values, adv, returns, weights: dict[str, float]
+    ) -> dict[str, float]:
+        """Forward, backward and (at accumulation boundaries) step of each engine.
+
+        ``weights[engine]`` rescales this micro-batch's losses to its share of the minibatch.
         """
-        ppo, temp = self.config.ppo, self.config.rollout.temperature
+        ppo, algo, temp = self.config.ppo, self.algo, self.config.rollout.temperature
         ids = batch.input_ids[idx].to(self.device)
         am = batch.attention_mask[idx].to(self.device)
         mask = batch.response_mask[idx].to(self.device)
         logprobs, entropy = response_logprobs(
             self.policy, ids, am, batch.prompt_len, temp, with_entropy=True
         )
+        c = self._constant
         pg = policy_loss(
             logprobs,
             old_logprobs[idx].to(self.device),
             adv[idx].to(self.device),
             mask,
             ppo.clip_range,
+            algo.clip_high,
+            algo.loss_agg,
+            c,
         )
-        ent = masked_mean(entropy, mask)
-        loss = pg.loss - ppo.entropy_coef * ent
-        self._check_finite("loss/policy", loss)
-        self.policy.backward(loss * weight)
-        self.policy.step()
-        values = response_values(self.value, ids, am, batch.prompt_len)
-        vl = value_loss(
-            values,
-            old_values[idx].to(self.device),
-            returns[idx].to(self.device),
-            mask,
-            ppo.value_clip_range,
-        )
-        vloss = ppo.value_coef * vl.loss
-        self._check_finite("loss/value", vloss)
-        self.value.backward(vloss * weight)
-        self.value.step()
-        return {
+        loss = pg.loss - ppo.entropy_coef * aggregate(entropy, mask, algo.loss_agg, c)
+        stats = {
             "loss/policy": pg.loss.item(),
-            "loss/value": vl.loss.item(),
             "policy/clip_fraction": pg.clip_fraction.item(),
             "policy/approx_kl": pg.approx_kl.item(),
-            "policy/entropy": ent.item(),
-            "value/clip_fraction": vl.clip_fraction.item(),
+            "policy/entropy": masked_mean(entropy, mask).item(),
         }
+        if algo.kl_in == "loss" and batch.ref_logprobs is not None:
+            # The KL to the reference as a loss term (GRPO): its gradient flows through logprobs.
+            ref = batch.ref_logprobs[idx].to(self.device)
+            kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, ref)
+            kl_loss = aggregate(kl, mask, algo.loss_agg, c)
+            loss = loss + self.kl_ctl.value * kl_loss
+            stats["loss/kl"] = kl_loss.item()
+        self._check_finite("loss/policy", loss)
+        self.policy.backward(loss * weights["policy"])
+        self.policy.step()
+        if self.value is not None:
+            values = response_values(self.value, ids, am, batch.prompt_len)
+            vl = value_loss(
+                values,
+                old_values[idx].to(self.device),
+                returns[idx].to(self.device),
+                mask,
+                ppo.value_clip_range,
+            )
+            vloss = ppo.value_coef * vl.loss
+            self._check_finite("loss/value", vloss)
+            self.value.backward(vloss * weights["value"])
+            self.value.step()
+            stats["loss/value"] = vl.loss.item()
+            stats["value/clip_fraction"] = vl.clip_fraction.item()
+        return stats
 
     def _check_finite(self, name: str, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
@@ -385,19 +465,19 @@ class Learner:
     def save_checkpoint(self, path: str) -> int:
         """Write this rank's part of a checkpoint under ``path``; every rank calls (collective).
 
-        DeepSpeed's state of both engines (weights, optimizer, ZeRO partitions), then this
+        DeepSpeed's state of each engine (weights, optimizer, ZeRO partitions), then this
         rank's policy version, KL controller and random generators. Returns the rank.
         """
-        save_engine(self.policy, f"{path}/policy")
-        save_engine(self.value, f"{path}/value")
+        for name, engine in self._engines():
+            save_engine(engine, f"{path}/{name}")
         state = {"policy_version": self.policy_version, "kl_controller": self.kl_ctl.state_dict()}
         save_rank_state(path, self.rank, state)
         return self.rank
 
     def load_checkpoint(self, path: str) -> int:
         """Restore this rank's part of the checkpoint at ``path``; returns its policy version."""
-        load_engine(self.policy, f"{path}/policy")
-        load_engine(self.value, f"{path}/value")
+        for name, engine in self._engines():
+            load_engine(engine, f"{path}/{name}")
         state = load_rank_state(path, self.rank)
         self.policy_version = int(state["policy_version"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
@@ -409,9 +489,8 @@ class Learner:
         Equal digests mean ``torch.equal`` tensors: what the exact-resume tests compare.
         """
         stage = self.config.learner.zero_stage
-        return {
-            "policy/params": params_digest(self.policy, stage),
-            "policy/optimizer": optimizer_digest(self.policy),
-            "value/params": params_digest(self.value, stage),
-            "value/optimizer": optimizer_digest(self.value),
-        }
+        digests = {}
+        for name, engine in self._engines():
+            digests[f"{name}/params"] = params_digest(engine, stage)
+            digests[f"{name}/optimizer"] = optimizer_digest(engine)
+        return digests

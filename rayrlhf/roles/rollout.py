@@ -72,7 +72,7 @@ class RolloutWorker:
 
     @torch.no_grad()
     def generate(self, chunk: PromptChunk) -> Rollout:
-        """Sample one response per prompt of ``chunk``.
+        """Sample one response per row of ``chunk`` (a group's rows share a prompt and differ).
 
         Returns a :class:`Rollout` with prompt ids (B, P), response ids (B, R), the response mask
         (up to and including EOS) and behaviour log-probs (B, R) at the sampling temperature.
@@ -123,4 +123,5 @@ class RolloutWorker:
             prompts=list(chunk.prompts),
             responses=responses,
             generate_seconds=time.perf_counter() - start,
+            group_size=chunk.group_size,
         )

@@ -109,7 +109,8 @@ def test_ledger_round_trips_and_abandon_forgets_the_unfinished_step():
     with pytest.raises(LedgerError, match="between steps"):
         buf.state_dict()
     buf.abandon()
-    assert buf.state_dict() == state == {"trained": ["0-0", "0-1"], "trained_total": 2}
+    assert buf.state_dict() == state
+    assert state == {"trained": ["0-0", "0-1"], "dropped": [], "trained_total": 2}
     other = ExperienceBuffer()
     other.load_state(state)
     assert other.ledger == buf.ledger and other.trained_total == 2

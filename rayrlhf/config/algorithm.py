@@ -1,0 +1,45 @@
+"""The online algorithm: a name from :data:`rayrlhf.algos.algorithms.ALGORITHMS`, plus overrides."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rayrlhf.config.base import _Section
+
+AlgorithmName = Literal["ppo", "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp"]
+
+
+class AlgorithmConfig(_Section):
+    """Which online algorithm the learner runs. Unset fields take the named algorithm's preset
+    (README, "Algorithms"); the remaining hyper-parameters (clip range, KL coefficient and
+    controller, γ, λ, entropy bonus) are in the ``ppo`` section, shared by all of them."""
+
+    name: AlgorithmName = Field("ppo", description="ppo, grpo, dr_grpo, dapo, rloo, reinforce_pp.")
+    advantage: Literal["gae", "group", "rloo", "reinforce_pp"] | None = Field(
+        None, description="Advantage estimator (gae needs a critic; the others have none)."
+    )
+    loss_agg: Literal["token_mean", "seq_mean", "constant"] | None = Field(
+        None, description="Policy loss aggregation: token mean, per-sequence mean, constant."
+    )
+    kl_in: Literal["reward", "loss"] | None = Field(
+        None, description="KL as a per-token reward penalty or as a term of the policy loss."
+    )
+    whiten: bool | None = Field(None, description="Normalise advantages over the global batch.")
+    std_normalize: bool | None = Field(
+        None, description="Group advantage divided by the group's std (False: Dr. GRPO)."
+    )
+    group_eps: float = Field(1e-6, gt=0.0, description="ε added to a group's std.")
+    clip_high: float | None = Field(
+        None, gt=0.0, lt=10.0, description="DAPO's ε_high; default: ppo.clip_range (symmetric)."
+    )
+    loss_constant: int | None = Field(
+        None, ge=1, description="Dr. GRPO's normaliser C; default: rollout.max_new_tokens."
+    )
+    dynamic_sampling: bool | None = Field(
+        None, description="Drop groups whose rewards are all equal; refill the step (DAPO)."
+    )
+    max_fill_rounds: int = Field(
+        4, ge=1, description="Dynamic sampling: further generation rounds per step at most."
+    )
