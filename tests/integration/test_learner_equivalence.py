@@ -63,3 +63,42 @@ def test_one_two_four_ranks_reach_the_same_parameters(ray_local, make_config, tm
     # The runs did move the weights (a no-op learner would pass the comparison trivially).
     initial_gap = [m["policy/approx_kl"] for m in base["history"]]
     assert max(initial_gap) > 0
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "reinforce_pp"])
+def test_critic_free_one_and_two_ranks_reach_the_same_parameters(
+    ray_local, make_config, tmp_path, algorithm
+):
+    """GRPO's per-sequence loss mean is divided by the global row count, REINFORCE++'s returns
+    are whitened over every rank's tokens: a per-rank normalisation breaks the equality."""
+    runs = []
+    for ranks in (1, 2):
+        cfg = make_config(
+            f"algorithm.name={algorithm}",
+            f"run.num_steps={STEPS}",
+            f"run.name={algorithm}{ranks}",
+            f"learner.num_ranks={ranks}",
+            "rollout.prompts_per_step=4",
+            "rollout.group_size=4",
+            "rollout.chunk_size=1",
+            "learner.minibatch_size=16",
+            "learner.micro_batch_size=2",
+            "learner.ppo_epochs=2",
+            "learner.policy_lr=1e-4",
+        )
+        trainer = PPOTrainer(cfg, tmp_path / f"{algorithm}{ranks}")
+        try:
+            history = trainer.run()
+            weights = unflatten_params(ray.get(trainer.learners.policy_weights()))
+            digests = trainer.learners.state_digests()
+        finally:
+            trainer.shutdown()
+        assert all(set(d) == {"policy/params", "policy/optimizer"} for d in digests)  # no critic
+        runs.append((history, weights))
+    (h1, w1), (h2, w2) = runs
+    assert [m["reward/mean"] for m in h2] == pytest.approx([m["reward/mean"] for m in h1], abs=1e-6)
+    norms = [m["policy/grad_norm"] for m in h1]
+    assert [m["policy/grad_norm"] for m in h2] == pytest.approx(norms, rel=1e-4)
+    diff = max((w2[n] - w).abs().max().item() for n, w in w1.items())
+    assert diff < 1e-5, f"max parameter difference {diff}"
+    assert max(m["policy/approx_kl"] for m in h1) > 0  # the weights did move
