@@ -1,11 +1,13 @@
 """Command line.
 
-    rayrlhf pipeline CONFIG [--set key=value ...]  SFT → reward model → PPO, skipping done stages
-    rayrlhf train CONFIG [--set key=value ...]     run PPO only
+    rayrlhf pipeline CONFIG [--set key=value ...]  SFT → reward model → PPO/GRPO/..., skipping done
+                                                   stages
+    rayrlhf train CONFIG [--set key=value ...]     run the online algorithm only (algorithm.name)
     rayrlhf plot RUN_DIR                           PNG curves of a run's stages
     rayrlhf argilla EXPORT --out DIR               Argilla ranking export → pairwise + SFT rows
     rayrlhf scale RUN_NAME --rollout-workers N     resize a live run's rollout workers
     rayrlhf plan [--model 20b-preset ...]          per-GPU memory plan for a model and cluster
+    rayrlhf serve-reward MODEL_DIR [--port 8000]   a reward model over HTTP (for reward.url)
 
 ``train`` connects to the cluster in ``RAY_ADDRESS`` when set, otherwise starts a local Ray
 itself; ``scale`` connects to ``RAY_ADDRESS`` or, when unset, the Ray running on this machine.
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         ("plan", "per-GPU memory plan"),
         ("plot", "PNG curves of a run directory"),
         ("argilla", "convert an Argilla ranking export"),
+        ("serve-reward", "serve a reward model over HTTP"),
     ):
         sub.add_parser(name, help=f"{text} (see `rayrlhf {name} --help`)", add_help=False)
     return parser
@@ -95,6 +98,7 @@ DELEGATED = {
     "plan": "rayrlhf.planner",
     "plot": "rayrlhf.plots",
     "argilla": "rayrlhf.data.argilla",
+    "serve-reward": "rayrlhf.rewards.server",
 }
 
 

@@ -72,7 +72,7 @@ class RolloutConfig(_Section):
 
 
 class RewardConfig(_Section):
-    """Reward workers: a sequence-classification model or a Python function."""
+    """Reward workers: a sequence-classification model, a Python function or an HTTP endpoint."""
 
     num_workers: int = Field(1, ge=1, description="Reward actors.")
     model: PathStr | None = Field(None, description="HF sequence-classification folder.")
@@ -81,7 +81,14 @@ class RewardConfig(_Section):
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="'module:function' taking (prompts, responses) → list of floats.",
     )
-    batch_size: int = Field(32, ge=1, description="Pairs scored per model forward.")
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="HTTP endpoint scoring batches (`rayrlhf serve-reward` speaks its protocol).",
+    )
+    timeout_s: float = Field(60.0, gt=0.0, description="Deadline of one HTTP request.")
+    retries: int = Field(3, ge=0, description="HTTP retries of a failed batch, with backoff.")
+    batch_size: int = Field(32, ge=1, description="Pairs per model forward or HTTP request.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reward actor.")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reward actor (fractions allowed).")
     placement: Placement = Field(
@@ -90,8 +97,8 @@ class RewardConfig(_Section):
 
     @model_validator(mode="after")
     def _one_scorer(self) -> RewardConfig:
-        if self.model is not None and self.function is not None:
-            raise ValueError("set exactly one of reward.model or reward.function, not both")
+        if sum(x is not None for x in (self.model, self.function, self.url)) > 1:
+            raise ValueError("set exactly one of reward.model, reward.function or reward.url")
         return self
 
 

@@ -43,16 +43,17 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _reward_source(self) -> Config:
-        given = self.reward.model is not None or self.reward.function is not None
+        r = self.reward
+        given = r.model is not None or r.function is not None or r.url is not None
         if self.reward_model is None and not given:
             raise ValueError(
-                "set exactly one of reward.model or reward.function (or a reward_model stage "
-                "for `rayrlhf pipeline`)"
+                "set exactly one of reward.model, reward.function or reward.url (or a "
+                "reward_model stage for `rayrlhf pipeline`)"
             )
         if self.reward_model is not None and given:
             raise ValueError(
                 "with a reward_model stage PPO scores with the model it trains: leave "
-                "reward.model and reward.function unset"
+                "reward.model, reward.function and reward.url unset"
             )
         return self
 

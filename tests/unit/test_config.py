@@ -38,7 +38,9 @@ def test_unknown_key_and_bad_choice_fail():
 
 
 def test_cross_field_rules():
-    with pytest.raises(ConfigError, match="exactly one of reward.model or reward.function"):
+    with pytest.raises(
+        ConfigError, match="exactly one of reward.model, reward.function or reward.url"
+    ):
         load(None, [*BASE, "reward.model=/rm"])
     with pytest.raises(ConfigError, match="split evenly over learner.num_ranks"):
         load(

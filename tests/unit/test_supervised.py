@@ -150,7 +150,9 @@ def test_stage_config_rules():
             None,
             ["model.policy=p", "data.prompts=d", "sft.data.path=x", "rollout.plain_template=none"],
         )
-    with pytest.raises(cfg_mod.ConfigError, match="leave reward.model and reward.function unset"):
+    with pytest.raises(
+        cfg_mod.ConfigError, match="leave reward.model, reward.function and reward.url unset"
+    ):
         cfg_mod.load(
             None,
             [
