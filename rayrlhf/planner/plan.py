@@ -131,7 +131,8 @@ def learner_row(
     states["live"] = max(pol["live"], val["live"])  # gathered layers are released after use
     if stage > 0:  # ZeRO makes the fp32 gradients at each engine's step and frees them after
         states["grad32"] = max(pol["grad32"], val["grad32"])
-    states["buffers"] = 2 * m.deepspeed_buffer_bytes(stage)  # each engine has its own buckets
+    engines = 2 if shape.value_params else 1  # critic-free algorithms build no value engine
+    states["buffers"] = engines * m.deepspeed_buffer_bytes(stage)  # each has its own buckets
     acts = {
         ck: m.activation_bytes(
             work.seq_len,

@@ -10,7 +10,8 @@ from typing import Any
 
 from rayrlhf.planner import memory as m
 from rayrlhf.planner.plan import Cluster, LearnerRow, Placement, Workload, place, plan, search
-from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of
+from rayrlhf.algos.algorithms import ALGORITHMS
+from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of, without_critic
 
 COLS = ("weights16", "grads16", "optim", "grad32", "live", "buffers")
 HEAD = ("w16", "g16", "optim", "g32", "live", "buf")
@@ -40,8 +41,13 @@ def _why(row: LearnerRow, ck: bool, cl: Cluster) -> str:
 def learner_table(p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placement) -> str:
     """One line per (stage, offload, checkpointing): GiB per learner GPU by component."""
     out = [
-        f"Learner GPU (1 of {plc.learner} ranks; policy {shape.params / 1e9:.2f}B + value "
-        f"{shape.value_params / 1e9:.2f}B params), GiB per GPU; fit = steady, start-up and CPU",
+        f"Learner GPU (1 of {plc.learner} ranks; policy {shape.params / 1e9:.2f}B + "
+        + (
+            f"value {shape.value_params / 1e9:.2f}B params"
+            if shape.value_params
+            else "no value model (critic-free)"
+        )
+        + "), GiB per GPU; fit = steady, start-up and CPU",
         f"{'configuration':36}"
         + "".join(f"{h:>7}" for h in HEAD)
         + f"{'act':>7}{'ovh':>7}{'total':>7}{'start':>7}{'CPU/nd':>7}  fit",
@@ -208,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="only this stage (repeatable)",
     )
+    ap.add_argument(
+        "--algorithm",
+        default="ppo",
+        choices=list(ALGORITHMS),
+        help="online algorithm (algorithm.name); a critic-free one plans no value model",
+    )
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
@@ -216,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     """Print the plan (or JSON); 0 when a configuration fits, 1 when none does, 2 on bad input."""
     args = _parser().parse_args(argv)
     try:
-        shape = shape_of(args.model)
+        full = shape_of(args.model)
+        shape = full if ALGORITHMS[args.algorithm].critic else without_critic(full)
         rname = args.reward_model or args.model
-        reward = None if rname == "none" else shape if rname == args.model else shape_of(rname)
+        reward = None if rname == "none" else full if rname == args.model else shape_of(rname)
         cl = Cluster(args.nodes, args.gpus_per_node, args.gpu_mem_gb, args.cpu_mem_gb)
         lrn = args.learner_gpus if args.learner_gpus is not None else max(1, cl.gpus // 2)
         ro = args.rollout_gpus if args.rollout_gpus is not None else max(1, (cl.gpus - lrn) // 2)

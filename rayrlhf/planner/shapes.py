@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -137,3 +137,8 @@ def shape_of(name_or_path: str) -> ModelShape:
         head_dim=head_dim,
         vocab=cfg.vocab_size,
     )
+
+
+def without_critic(shape: ModelShape) -> ModelShape:
+    """``shape`` for a critic-free algorithm (GRPO, RLOO, ...): no value model to hold."""
+    return replace(shape, value_params=0, value_largest_layer=0)

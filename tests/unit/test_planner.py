@@ -168,3 +168,19 @@ def test_main_rejects_bad_input(capsys):
     assert main(["--model", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert main(["--model", "smollm2-135m", "--learner-gpus", "8"]) == 2
+
+
+def test_a_critic_free_algorithm_plans_no_value_model(capsys):
+    from rayrlhf.planner.report import main
+
+    def plan(*extra: str) -> dict:
+        main(["--model", "gpt-neox-20b", "--zero-stage", "3", "--json", *extra])
+        return json.loads(capsys.readouterr().out)
+
+    ppo, grpo = plan(), plan("--algorithm", "grpo")
+    assert grpo["reward_model"] == ppo["reward_model"]  # the reward model keeps its size
+    p, g = ppo["learner"][0], grpo["learner"][0]
+    assert grpo["model"]["value_params"] == 0 < ppo["model"]["value_params"]
+    assert g["gib"]["optim"] < 0.55 * p["gib"]["optim"]  # the policy's Adam states alone
+    assert g["gib"]["buffers"] == p["gib"]["buffers"] / 2  # one engine's buckets, not two
+    assert g["total_gib"]["ckpt"] < p["total_gib"]["ckpt"] - 60
