@@ -28,7 +28,7 @@ import ray
 from rayrlhf.buffer import SampleState
 from rayrlhf.config import load
 from rayrlhf.loops.ppo import PPOTrainer
-from rayrlhf.metrics import read_metrics
+from rayrlhf.metrics import comparable, read_metrics
 from rayrlhf.tiny_models import WORDS, save_tiny
 
 ROLES = ("rollout", "reward", "reference")
@@ -154,14 +154,7 @@ def main() -> None:
         "samples_lost": len(expected - chaos["ids"]),
         "samples_duplicated": int(sum(r["samples"] for r in chaos["rows"])) - chaos["trained"],
         "params_equal_clean_run": chaos["digests"] == clean["digests"],
-        "metrics_equal_clean_run": [
-            {k: v for k, v in r.items() if not k.startswith(("time", "throughput/", "faults/"))}
-            for r in chaos["rows"]
-        ]
-        == [
-            {k: v for k, v in r.items() if not k.startswith(("time", "throughput/", "faults/"))}
-            for r in clean["rows"]
-        ],
+        "metrics_equal_clean_run": comparable(chaos["rows"]) == comparable(clean["rows"]),
         "seconds_chaos": chaos["seconds"],
         "seconds_clean": clean["seconds"],
     }

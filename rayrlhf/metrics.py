@@ -137,3 +137,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The metrics rows of a run directory, in order."""
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# What legitimately differs between two runs of one config: wall-clock times and throughput, the
+# faults a run survived, and the worker count it ran with (none of which changes the training).
+RUN_DEPENDENT = ("time", "time/", "throughput/", "faults/", "rollout/workers")
+
+
+def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metrics rows without :data:`RUN_DEPENDENT` keys: equal rows ⇔ the same training."""
+    return [{k: v for k, v in r.items() if not k.startswith(RUN_DEPENDENT)} for r in rows]

@@ -7,7 +7,7 @@ Each aggregation is a pair of pure functions over (B, T) tensors:
 
 The loss of a batch is ``total / units.sum()``. The learner splits one optimizer step's
 minibatch over ranks and micro-batches; it divides every micro-batch's ``total`` by the *global*
-sum of ``units``, so the update is the same whatever the split (see ``Learner._epochs``).
+sum of ``units``, so the update is the same whatever the split (see ``PolicyUpdate._epochs``).
 
 - ``token_mean``: Σ tokens / number of tokens (PPO, DAPO's token-level loss, RLOO, REINFORCE++);
 - ``seq_mean``: Σ rows (Σ row tokens / row length) / rows (GRPO's per-sequence mean);

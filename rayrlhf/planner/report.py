@@ -8,9 +8,9 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from rayrlhf.algos.algorithms import ALGORITHMS
 from rayrlhf.planner import memory as m
 from rayrlhf.planner.plan import Cluster, LearnerRow, Placement, Workload, place, plan, search
-from rayrlhf.algos.algorithms import ALGORITHMS
 from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of, without_critic
 
 COLS = ("weights16", "grads16", "optim", "grad32", "live", "buffers")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 
 import torch
@@ -25,10 +24,8 @@ from rayrlhf.algos.advantages import (
     AdvantageParams,
     group_mean_std,
 )
-from rayrlhf.algos.aggregation import LOSS_AGGREGATIONS, aggregate
 from rayrlhf.algos.kl import KL_CONTROLLERS, KL_ESTIMATORS, token_rewards
-from rayrlhf.algos.losses import policy_loss, value_loss
-from rayrlhf.algos.masking import masked_mean, masked_whiten
+from rayrlhf.algos.masking import masked_whiten
 from rayrlhf.buffer import fetch
 from rayrlhf.checkpoint import load_rank_state, save_rank_state
 from rayrlhf.config import Config
@@ -37,7 +34,6 @@ from rayrlhf.engine import (
     build_engine,
     free_address,
     full_shapes,
-    grad_norm,
     init_distributed,
     iter_full_params,
     load_engine,
@@ -57,11 +53,8 @@ from rayrlhf.models import (
     response_logprobs,
     response_values,
 )
+from rayrlhf.roles.policy_update import NonFiniteError, PolicyUpdate
 from rayrlhf.weight_sync import BroadcastGroup, FlatWeights, broadcast_params, flatten_params
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or statistic became NaN/inf: the step is stopped instead of training on it."""
 
 
 class Learner:
@@ -103,6 +96,9 @@ class Learner:
                 disable_dropout(model).train()
         self.policy = build_engine(policy, lc.policy_lr, lc)
         self.value = build_engine(value, lc.value_lr, lc) if value is not None else None
+        self.update = PolicyUpdate(
+            self.config, self.policy, self.value, self.rank, self.world_size, self._all_sum
+        )
         return self.rank
 
     def _engines(self) -> list[tuple[str, object]]:
@@ -163,7 +159,9 @@ class Learner:
         old_logprobs, old_values = self._forward_in_micro_batches(batch)
         kl, adv, returns = self._advantages(batch, old_logprobs, old_values, kl_coef)
         t_values = time.perf_counter()
-        losses = self._epochs(batch, old_logprobs, old_values, adv, returns)
+        losses = self.update.run(
+            batch, old_logprobs, old_values, adv, returns, self.policy_version, kl_coef
+        )
         t_train = time.perf_counter()
         self.policy_version += 1
         metrics = self._global_metrics(batch, old_logprobs, kl, losses)
@@ -266,140 +264,6 @@ class Learner:
                     f"metric {key} is {value} at policy_version {self.policy_version}"
                 )
         return metrics
-
-    def _epochs(self, batch, old_logprobs, old_values, adv, returns) -> dict[str, float]:
-        """Clipped policy gradient (and value) epochs over minibatches; this rank's mean of each
-        loss metric.
-
-        The engines are stepped after every micro-batch; DeepSpeed applies the update at each
-        gradient-accumulation boundary, i.e. once per ``learner.minibatch_size`` samples.
-        Losses are divided by the global minibatch's count of the aggregation's units (tokens for
-        a token mean, rows for a per-sequence mean or a constant normaliser) summed over all
-        ranks and micro-batches, so the update does not depend on how the minibatch is split.
-        """
-        lc, algo = self.config.learner, self.algo
-        per_rank = lc.minibatch_size // self.world_size
-        grad_accum = per_rank // lc.micro_batch_size
-        gen = torch.Generator().manual_seed(self.config.run.seed * 100003 + self.policy_version)
-        orders = [torch.randperm(len(batch), generator=gen) for _ in range(lc.ppo_epochs)]
-        units = {
-            "policy": LOSS_AGGREGATIONS[algo.loss_agg].units(batch.response_mask, self._constant),
-            "value": batch.response_mask.sum(-1).double(),  # the value loss is a token mean
-        }
-        engines = self._engines()
-        local = [
-            units[name][o[i : i + per_rank]].sum()
-            for name, _ in engines
-            for o in orders
-            for i in range(0, len(o), per_rank)
-        ]
-        per_engine = len(local) // len(engines)
-        reduced = self._all_sum(*local)  # one all-reduce for every minibatch of the step
-        global_units = {
-            name: reduced[k * per_engine : (k + 1) * per_engine]
-            for k, (name, _) in enumerate(engines)
-        }
-        sums: dict[str, float] = defaultdict(float)
-        norms: dict[str, float] = defaultdict(float)
-        count = 0
-        for epoch, order in enumerate(orders):
-            for start in range(0, len(batch), lc.micro_batch_size):
-                idx = order[start : start + lc.micro_batch_size]
-                k = epoch * (len(batch) // per_rank) + start // per_rank
-                # DeepSpeed divides by grad_accum and averages over ranks; undo both so the sum of
-                # micro-batch losses is the loss of the global minibatch.
-                weights = {
-                    name: float(units[name][idx].sum())
-                    * grad_accum
-                    * self.world_size
-                    / global_units[name][k]
-                    for name, _ in engines
-                }
-                stats = self._micro_step(
-                    batch, idx, old_logprobs, old_values, adv, returns, weights
-                )
-                for key, v in stats.items():
-                    sums[key] += v
-                count += 1
-                if count % grad_accum == 0:  # an optimizer step: its global gradient norms
-                    for name, engine in engines:
-                        norms[f"{name}/grad_norm"] += grad_norm(engine)
-        means = {key: v / max(count, 1) for key, v in sums.items()}
-        # Global already (DeepSpeed reduces them), so equal on every rank: a loss scale that
-        # depends on the rank count shows here even where Adam hides it in the parameters.
-        means.update({key: v / max(count // grad_accum, 1) for key, v in norms.items()})
-        return means
-
-    @property
-    def _constant(self) -> float:
-        """Dr. GRPO's normaliser: ``algorithm.loss_constant`` or the generation budget."""
-        return float(self.config.algorithm.loss_constant or self.config.rollout.max_new_tokens)
-
-    def _micro_step(
-        self, batch, idx, old_logprobs, old_values, adv, returns, weights: dict[str, float]
-    ) -> dict[str, float]:
-        """Forward, backward and (at accumulation boundaries) step of each engine.
-
-        ``weights[engine]`` rescales this micro-batch's losses to its share of the minibatch.
-        """
-        ppo, algo, temp = self.config.ppo, self.algo, self.config.rollout.temperature
-        ids = batch.input_ids[idx].to(self.device)
-        am = batch.attention_mask[idx].to(self.device)
-        mask = batch.response_mask[idx].to(self.device)
-        logprobs, entropy = response_logprobs(
-            self.policy, ids, am, batch.prompt_len, temp, with_entropy=True
-        )
-        c = self._constant
-        pg = policy_loss(
-            logprobs,
-            old_logprobs[idx].to(self.device),
-            adv[idx].to(self.device),
-            mask,
-            ppo.clip_range,
-            algo.clip_high,
-            algo.loss_agg,
-            c,
-        )
-        loss = pg.loss - ppo.entropy_coef * aggregate(entropy, mask, algo.loss_agg, c)
-        stats = {
-            "loss/policy": pg.loss.item(),
-            "policy/clip_fraction": pg.clip_fraction.item(),
-            "policy/approx_kl": pg.approx_kl.item(),
-            "policy/entropy": masked_mean(entropy, mask).item(),
-        }
-        if algo.kl_in == "loss" and batch.ref_logprobs is not None:
-            # The KL to the reference as a loss term (GRPO): its gradient flows through logprobs.
-            ref = batch.ref_logprobs[idx].to(self.device)
-            kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, ref)
-            kl_loss = aggregate(kl, mask, algo.loss_agg, c)
-            loss = loss + self.kl_ctl.value * kl_loss
-            stats["loss/kl"] = kl_loss.item()
-        self._check_finite("loss/policy", loss)
-        self.policy.backward(loss * weights["policy"])
-        self.policy.step()
-        if self.value is not None:
-            values = response_values(self.value, ids, am, batch.prompt_len)
-            vl = value_loss(
-                values,
-                old_values[idx].to(self.device),
-                returns[idx].to(self.device),
-                mask,
-                ppo.value_clip_range,
-            )
-            vloss = ppo.value_coef * vl.loss
-            self._check_finite("loss/value", vloss)
-            self.value.backward(vloss * weights["value"])
-            self.value.step()
-            stats["loss/value"] = vl.loss.item()
-            stats["value/clip_fraction"] = vl.clip_fraction.item()
-        return stats
-
-    def _check_finite(self, name: str, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss).all():
-            raise NonFiniteError(
-                f"{name} is {loss.item()} on rank {self.rank} at policy_version "
-                f"{self.policy_version}; not stepping the optimizer on it"
-            )
 
     # ---- weights --------------------------------------------------------------------------------
 

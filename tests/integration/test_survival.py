@@ -21,7 +21,7 @@ from rayrlhf.buffer import SampleState
 from rayrlhf.config import load
 from rayrlhf.faults import RunFailed
 from rayrlhf.loops.ppo import PPOTrainer
-from rayrlhf.metrics import read_metrics
+from rayrlhf.metrics import comparable, read_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -62,12 +62,6 @@ def survival(tiny_model, tmp_path_factory):
     return root, overrides
 
 
-def _deterministic(rows: list[dict]) -> list[dict]:
-    """Metrics rows without what legitimately differs between equal runs."""
-    skip = ("time", "time/", "throughput/", "faults/", "rollout/workers")
-    return [{k: v for k, v in r.items() if not k.startswith(skip)} for r in rows]
-
-
 def _train(overrides: list[str], steps: int | None = None, patch=None) -> dict:
     trainer = PPOTrainer(load(None, overrides))
     try:
@@ -96,7 +90,7 @@ def clean_two(ray_local, survival):
 def _assert_same_run(run: dict, clean: dict) -> None:
     assert run["digests"] == clean["digests"]  # parameters and optimizer state, every rank
     assert [r["step"] for r in run["rows"]] == list(range(1, STEPS + 1))  # one row per step
-    assert _deterministic(run["rows"]) == _deterministic(clean["rows"])
+    assert comparable(run["rows"]) == comparable(clean["rows"])
     ids = sorted(f"{s}-{i}" for s in range(STEPS) for i in range(8))
     assert sorted(run["ledger"]) == ids  # every sample trained exactly once
     assert set(run["ledger"].values()) == {SampleState.TRAINED}
@@ -223,7 +217,7 @@ def test_sigkill_crash_mid_checkpoint_ctrl_c_and_reruns_continue_the_same_run(su
 
     code, _, err = _finish(_cli(args))
     assert code == 0, err
-    assert _deterministic(read_metrics(run_dir)) == _deterministic(clean_one["rows"])
+    assert comparable(read_metrics(run_dir)) == comparable(clean_one["rows"])
 
 
 def test_a_bad_reward_function_stops_with_one_line_and_a_checkpoint(survival, tmp_path):

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from hand_computed import close, policy_case
 
 from rayrlhf.algos.advantages import ADVANTAGE_ESTIMATORS, AdvantageInputs, AdvantageParams, gae
 from rayrlhf.algos.kl import (
@@ -29,13 +30,6 @@ from rayrlhf.algos.losses import (
     value_loss,
 )
 from rayrlhf.algos.masking import masked_mean, masked_sum, masked_var, masked_whiten
-
-
-def close(actual: torch.Tensor, expected: list | float, atol: float = 1e-5) -> None:
-    torch.testing.assert_close(
-        actual.double(), torch.tensor(expected, dtype=torch.float64), atol=atol, rtol=0
-    )
-
 
 # --------------------------------------------------------------------------- masking
 
@@ -219,18 +213,8 @@ def test_logprobs_and_entropy_from_logits() -> None:
     close(ent, [[1.0397208, 1.0986123]], atol=1e-2)
 
 
-def _policy_case() -> tuple[torch.Tensor, ...]:
-    # tokens (ratio, A): (1.5,+1) (0.5,+1) (1.5,-1) | (0.5,-1) (1.1,+2) pad(3.0,+10)
-    ratio = torch.tensor([[1.5, 0.5, 1.5], [0.5, 1.1, 3.0]])
-    old = torch.tensor([[-1.0, -2.0, -0.5], [-1.5, -0.7, -2.5]])
-    logp = (old + torch.log(ratio)).requires_grad_(True)
-    adv = torch.tensor([[1.0, 1.0, -1.0], [-1.0, 2.0, 10.0]])
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    return logp, old, adv, mask
-
-
 def test_policy_loss_clipping_hand_computed() -> None:
-    logp, old, adv, mask = _policy_case()
+    logp, old, adv, mask = policy_case()
     out = policy_loss(logp, old, adv, mask, clip_range=0.2)
     # per token max(-A*r, -A*clip(r, 0.8, 1.2)):
     #   (1.5,+1): max(-1.5, -1.2) = -1.2  clipped
@@ -248,7 +232,7 @@ def test_policy_loss_clipping_hand_computed() -> None:
 
 
 def test_policy_loss_gradient_zero_where_clipped() -> None:
-    logp, old, adv, mask = _policy_case()
+    logp, old, adv, mask = policy_case()
     policy_loss(logp, old, adv, mask, clip_range=0.2).loss.backward()
     # d/dlogp of -A*r is -A*r on unclipped tokens, 0 on clipped / padded ones, /5
     close(logp.grad, [[0.0, -0.1, 0.3], [0.0, -0.44, 0.0]])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hand_computed import close, policy_case
 
 from rayrlhf.algos.advantages import (
     ADVANTAGE_ESTIMATORS,
@@ -25,13 +26,6 @@ from rayrlhf.algos.losses import policy_loss
 from rayrlhf.buffer import ChunkRefs, ExperienceBuffer, LedgerError, SampleState
 from rayrlhf.experience import Rollout, Scores, join_chunks
 from rayrlhf.loops.sampling import choose_groups, informative_groups
-
-
-def close(actual: torch.Tensor, expected: list | float, atol: float = 1e-5) -> None:
-    torch.testing.assert_close(
-        actual.double(), torch.tensor(expected, dtype=torch.float64), atol=atol, rtol=0
-    )
-
 
 # groups: [1, 2, 3] (mean 2, unbiased std 1), [5, 5] (std 0), [0, 4] (mean 2, std √8)
 REWARDS = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 0.0, 4.0])
@@ -98,18 +92,8 @@ def test_loss_aggregations() -> None:
     close(LOSS_AGGREGATIONS["seq_mean"].units(mask, 1.0), [1.0, 1.0])
 
 
-def _policy_case() -> tuple[torch.Tensor, ...]:
-    # tokens (ratio, A): (1.5,+1) (0.5,+1) (1.5,-1) | (0.5,-1) (1.1,+2) pad
-    ratio = torch.tensor([[1.5, 0.5, 1.5], [0.5, 1.1, 3.0]])
-    old = torch.tensor([[-1.0, -2.0, -0.5], [-1.5, -0.7, -2.5]])
-    logp = (old + torch.log(ratio)).requires_grad_(True)
-    adv = torch.tensor([[1.0, 1.0, -1.0], [-1.0, 2.0, 10.0]])
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    return logp, old, adv, mask
-
-
 def test_grpo_and_dr_grpo_policy_loss() -> None:
-    logp, old, adv, mask = _policy_case()
+    logp, old, adv, mask = policy_case()
     # per token (ε 0.2): -1.2, -0.5, 1.5 | 0.8, -2.2
     grpo = policy_loss(logp, old, adv, mask, 0.2, agg="seq_mean")
     close(grpo.loss, -0.3833333)  # (-0.2/3 + -1.4/2) / 2
@@ -118,7 +102,7 @@ def test_grpo_and_dr_grpo_policy_loss() -> None:
 
 
 def test_dapo_clip_higher_with_token_mean() -> None:
-    logp, old, adv, mask = _policy_case()
+    logp, old, adv, mask = policy_case()
     out = policy_loss(logp, old, adv, mask, 0.2, clip_high=0.28, agg="token_mean")
     # (1.5,+1): max(-1.5, -1.28) = -1.28 (the upper clip moved from 1.2 to 1.28)
     # (0.5,+1): -0.5   (1.5,-1): 1.5   (0.5,-1): max(0.5, 0.8) = 0.8 (lower clip stays 0.8)

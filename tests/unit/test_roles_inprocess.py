@@ -117,10 +117,11 @@ def test_long_prompts_keep_their_last_tokens(worker_and_rollout):
 
 
 def test_learner_refuses_a_non_finite_loss(worker_and_rollout):
-    from rayrlhf.roles.learner import Learner, NonFiniteError
+    from rayrlhf.roles.policy_update import NonFiniteError, PolicyUpdate
 
     cfg, _, _ = worker_and_rollout
-    learner = Learner(cfg)  # no setup needed: the guard runs before any optimizer step
+    # No engines needed: the guard runs before any optimizer step.
+    update = PolicyUpdate(cfg, None, None, rank=0, world_size=1, all_sum=lambda *x: list(x))
     with pytest.raises(NonFiniteError, match="loss/policy is nan on rank 0"):
-        learner._check_finite("loss/policy", torch.tensor(float("nan")))
-    learner._check_finite("loss/policy", torch.tensor(1.0))
+        update._check_finite("loss/policy", torch.tensor(float("nan")))
+    update._check_finite("loss/policy", torch.tensor(1.0))

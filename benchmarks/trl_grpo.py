@@ -1,0 +1,93 @@
+"""TRL's GRPOTrainer on a model folder: the TRL half of ``vs_trl.py`` (run in TRL's own venv).
+
+    TRL_VENV/bin/python benchmarks/trl_grpo.py --model DIR --prompts FILE --steps N ... --out F
+
+Writes a JSON file: per step the wall time at its end and the mean reward. It imports from
+rayrlhf only the reward function module (pure Python, no dependencies), so both trainers score
+with the very same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from rayrlhf.rewards.rules import target_word_frequency  # noqa: E402
+
+
+def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
+    """TRL's reward signature around rayrlhf's function."""
+    return target_word_frequency(prompts, completions)
+
+
+class StepClock(TrainerCallback):
+    """The wall-clock time at the end of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.ends.append(time.perf_counter())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    for name in ("--model", "--prompts", "--out"):
+        ap.add_argument(name, required=True)
+    for name in ("--steps", "--completions", "--group-size", "--max-new-tokens", "--seed"):
+        ap.add_argument(name, type=int, required=True)
+    for name in ("--temperature", "--lr", "--kl-coef"):
+        ap.add_argument(name, type=float, required=True)
+    a = ap.parse_args()
+    prompts = [json.loads(line)["prompt"] for line in Path(a.prompts).read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModelForCausalLM.from_pretrained(a.model)
+    args = GRPOConfig(
+        output_dir=str(Path(a.out).parent / "trl-out"),
+        max_steps=a.steps,
+        per_device_train_batch_size=a.completions,  # completions per step
+        gradient_accumulation_steps=1,
+        num_generations=a.group_size,
+        max_completion_length=a.max_new_tokens,
+        temperature=a.temperature,
+        top_k=0,  # sample the policy's own distribution, as rayrlhf does
+        learning_rate=a.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=a.kl_coef,  # k3 KL to the reference in the loss, like rayrlhf grpo
+        loss_type="grpo",  # per-sequence mean, like rayrlhf grpo
+        num_iterations=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=a.seed,
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=True,
+    )
+    clock = StepClock()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts * 50}),
+        processing_class=tok,
+        callbacks=[clock],
+    )
+    start = time.perf_counter()
+    trainer.train()
+    rewards = [row["reward"] for row in trainer.state.log_history if "reward" in row]
+    Path(a.out).write_text(json.dumps({"start": start, "ends": clock.ends, "rewards": rewards}))
+
+
+if __name__ == "__main__":
+    main()
