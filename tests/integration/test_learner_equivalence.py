@@ -65,17 +65,16 @@ def test_one_two_four_ranks_reach_the_same_parameters(ray_local, make_config, tm
     assert max(initial_gap) > 0
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "reinforce_pp"])
-def test_critic_free_one_and_two_ranks_reach_the_same_parameters(
-    ray_local, make_config, tmp_path, algorithm
-):
-    """GRPO's per-sequence loss mean is divided by the global row count, REINFORCE++'s returns
-    are whitened over every rank's tokens: a per-rank normalisation breaks the equality."""
+def test_grpo_one_and_two_ranks_reach_the_same_parameters(ray_local, make_config, tmp_path):
+    """GRPO's per-sequence loss mean is divided by the global row count: a per-rank
+    normalisation breaks the equality. (Global whitening, which REINFORCE++ shares with PPO,
+    is covered by PPO's 1/2/4-rank test above.)"""
+    algorithm = "grpo"
     runs = []
     for ranks in (1, 2):
         cfg = make_config(
             f"algorithm.name={algorithm}",
-            f"run.num_steps={STEPS}",
+            "run.num_steps=2",
             f"run.name={algorithm}{ranks}",
             f"learner.num_ranks={ranks}",
             "rollout.prompts_per_step=4",

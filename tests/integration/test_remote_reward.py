@@ -61,7 +61,7 @@ def test_rewards_over_http_equal_the_in_process_model_step_for_step(
             "reward.function=null",
             scorer,
             f"run.name=rm-{name}",
-            "run.num_steps=3",
+            "run.num_steps=2",
             "rollout.prompts_per_step=8",
             "rollout.chunk_size=4",
             "reward.batch_size=3",  # several requests a chunk

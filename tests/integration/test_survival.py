@@ -192,26 +192,23 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str
     return proc.returncode, out, err
 
 
-def test_sigkill_crash_mid_checkpoint_ctrl_c_and_reruns_continue_the_same_run(survival, clean_one):
-    """The driver SIGKILLed after its third step; the rerun killed in the middle of writing its
-    step-4 checkpoint; the next one stopped by Ctrl-C; the last finishes. One run, as if
+def test_crash_mid_checkpoint_ctrl_c_and_reruns_continue_the_same_run(survival, clean_one):
+    """The driver SIGKILLed in the middle of writing its step-4 checkpoint (after the step-2
+    one); the rerun stopped by Ctrl-C after step 3; the last one finishes. One run, as if
     nothing had happened. (The faults are injected at exact points: a tiny run's steps take
     a fraction of a second, so a signal timed from outside would race them.)"""
     root, overrides = survival
     args = overrides("cli", *ONE_RANK)
     run_dir, ckpts = root / "cli", root / "cli" / "checkpoints"
-    code, _, _ = _finish(_cli(args, {"RAYRLHF_FAULT": "after_step:3"}))
+    code, _, _ = _finish(_cli(args, {"RAYRLHF_FAULT": "checkpoint_before_manifest:4"}))
     assert code == -signal.SIGKILL
-    assert len(read_metrics(run_dir)) == 3 and checkpoint.latest(ckpts).step == 2
-
-    code, out, _ = _finish(_cli(args, {"RAYRLHF_FAULT": "checkpoint_before_manifest:4"}))
-    assert code == -signal.SIGKILL and "resumed from" in out and "step-00000002" in out
     assert (ckpts / "tmp-step-00000004").is_dir()  # parts written, no manifest, no rename
-    assert checkpoint.latest(ckpts).step == 2
+    assert checkpoint.latest(ckpts).step == 2 and len(read_metrics(run_dir)) == 4
 
     # Ctrl-C: SIGINT to the whole foreground process group, Ray's processes included.
-    code, _, err = _finish(_cli(args, {"RAYRLHF_FAULT": "ctrl_c_after_step:3"}))
+    code, out, err = _finish(_cli(args, {"RAYRLHF_FAULT": "ctrl_c_after_step:3"}))
     assert code == 128 + signal.SIGINT, err
+    assert "resumed from" in out and "step-00000002" in out  # not the torn step-4 folder
     assert "stopped by SIGINT after step 3" in err and "run the same command again" in err.lower()
     assert checkpoint.latest(ckpts).step == 3
 
