@@ -15,6 +15,7 @@ import ray
 from rayrlhf.buffer import SampleState
 from rayrlhf.loops.ppo import PPOTrainer
 from rayrlhf.metrics import comparable, read_metrics
+from rayrlhf.weight_sync import unflatten_params
 
 pytestmark = pytest.mark.integration
 
@@ -30,22 +31,30 @@ def _names(trainer: PPOTrainer, role: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, tmp_path, algorithm):
-    """Reward = frequency of "good" (about 3% for the random policy), as in PPO's test: a
-    flipped advantage sign drives it to 0, a missing weight sync is refused by the learner."""
-    cfg = make_config(
+def _learning(make_config, algorithm: str, ranks: int, name: str):
+    return make_config(
         f"algorithm.name={algorithm}",
-        f"run.name={algorithm}",
+        f"run.name={name}",
         *GROUPS,
         "run.num_steps=16",
         "run.checkpoint_every=16",
-        "learner.minibatch_size=16",
+        f"learner.num_ranks={ranks}",
+        "learner.minibatch_size=32",  # the whole step: the same minibatches on 1 or 2 ranks
         "learner.micro_batch_size=16",
-        "learner.ppo_epochs=2",
+        "learner.ppo_epochs=4",
         "ppo.kl_coef=0.01",
     )
-    trainer = PPOTrainer(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, tmp_path, algorithm):
+    """Reward = frequency of "good" (about 3% for the random policy), as in PPO's test: a
+    flipped advantage sign drives it to 0, a missing weight sync is refused by the learner.
+
+    GRPO's first two steps are also run on 2 learner ranks: GRPO's per-sequence loss mean is
+    divided by the global row count, so the parameters must agree (a per-rank normalisation
+    breaks it)."""
+    trainer = PPOTrainer(_learning(make_config, algorithm, 1, algorithm), tmp_path / "run")
     try:
         assert all(
             ray.get(
@@ -53,7 +62,9 @@ def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, t
             )
         )
         assert len(_names(trainer, "reference")) == 1  # KL coefficient 0.01: a reference runs
-        history = trainer.run()
+        history = trainer.run(2)
+        weights = unflatten_params(ray.get(trainer.learners.policy_weights()))
+        history += trainer.run()
     finally:
         trainer.shutdown()
     rewards = [m["reward/mean"] for m in history]
@@ -65,6 +76,25 @@ def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, t
     assert history[-1]["kl/mean"] > 0 and (algorithm != "grpo" or history[-1]["loss/kl"] > 0)
     parts = {p.name for p in (tmp_path / "run/checkpoints/step-00000016/learner").iterdir()}
     assert "policy" in parts and "value" not in parts
+    if algorithm != "grpo":
+        return
+    two = PPOTrainer(_learning(make_config, "grpo", 2, "grpo2"), tmp_path / "two")
+    try:
+        two_history = two.run(2)
+        two_weights = unflatten_params(ray.get(two.learners.policy_weights()))
+        assert all(
+            set(d) == {"policy/params", "policy/optimizer"} for d in two.learners.state_digests()
+        )
+    finally:
+        two.shutdown()
+    for key in ("reward/mean", "policy/grad_norm", "loss/kl"):
+        expected = [m[key] for m in history[:2]]
+        assert [m[key] for m in two_history] == pytest.approx(expected, rel=1e-4, abs=1e-6), key
+    # At lr 1e-3 Adam turns float-order noise in near-zero gradients into differences of up to
+    # a few percent of one step (2e-5 seen); a wrong loss scale, which Adam would hide in the
+    # parameters, shows in the gradient norms above.
+    diff = max((two_weights[n] - w).abs().max().item() for n, w in weights.items())
+    assert diff < 1e-4, f"1 vs 2 ranks: max parameter difference {diff}"
 
 
 def _dynamic(make_config, name: str, *extra: str):
@@ -76,7 +106,6 @@ def _dynamic(make_config, name: str, *extra: str):
         f"run.name={name}",
         "run.num_steps=4",
         "run.checkpoint_every=2",
-        "rollout.num_workers=2",
         "rollout.prompts_per_step=4",
         "rollout.group_size=4",
         "rollout.chunk_size=1",

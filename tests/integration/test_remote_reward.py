@@ -10,8 +10,10 @@ import time
 import urllib.request
 
 import pytest
+import torch
 
 from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.rewards.model_scorer import ModelScorer
 from rayrlhf.tiny_models import save_tiny_reward_model
 
 pytestmark = pytest.mark.integration
@@ -51,25 +53,41 @@ def served_reward_model(tmp_path_factory):
     proc.wait(30)
 
 
-def test_rewards_over_http_equal_the_in_process_model_step_for_step(
+def test_rewards_over_http_equal_the_in_process_model_for_every_sample(
     ray_local, make_config, served_reward_model
 ):
+    """Every sample of a 3-step PPO run scored over HTTP is logged, then scored again by the
+    reward model in this process with one thread, as a reward actor: the same numbers, sample
+    for sample. Equal rewards make equal runs, so the run equals one scored in process."""
     model, url = served_reward_model
-    rewards = {}
-    for name, scorer in (("local", f"reward.model={model}"), ("http", f"reward.url={url}")):
-        cfg = make_config(
-            "reward.function=null",
-            scorer,
-            f"run.name=rm-{name}",
-            "run.num_steps=2",
-            "rollout.prompts_per_step=8",
-            "rollout.chunk_size=4",
-            "reward.batch_size=3",  # several requests a chunk
-        )
-        trainer = PPOTrainer(cfg)
-        try:
-            rewards[name] = [m["reward/mean"] for m in trainer.run()]
-        finally:
-            trainer.shutdown()
-    assert rewards["http"] == rewards["local"]
-    assert len(set(rewards["local"])) > 1  # the policy moved: not a constant reward
+    cfg = make_config(
+        "reward.function=null",
+        f"reward.url={url}",
+        "run.name=rm-http",
+        "run.num_steps=3",
+        "run.log_samples=8",  # every sample of a step
+        "rollout.prompts_per_step=8",
+        "rollout.chunk_size=4",
+        "reward.batch_size=3",  # several requests a chunk
+    )
+    trainer = PPOTrainer(cfg)
+    try:
+        history = trainer.run()
+    finally:
+        trainer.shutdown()
+    rows = [
+        json.loads(line) for line in (trainer.run_dir / "samples.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 3 * 8 and len({r["response"] for r in rows}) > 8  # the policy moved
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = ModelScorer(str(model), batch_size=3)
+        for chunk in range(3 * 2):  # as the reward worker saw them: a chunk (4) at a time
+            part = rows[chunk * 4 : (chunk + 1) * 4]
+            scores = local([r["prompt"] for r in part], [r["response"] for r in part])
+            assert [r["reward"] for r in part] == scores, chunk
+    finally:
+        torch.set_num_threads(threads)
+    means = [sum(r["reward"] for r in rows[s * 8 : (s + 1) * 8]) / 8 for s in range(3)]
+    assert [m["reward/mean"] for m in history] == pytest.approx(means, abs=1e-7)  # float32 sums
