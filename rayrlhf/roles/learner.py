@@ -120,22 +120,38 @@ class Learner:
     # ---- one PPO step -------------------------------------------------------------------------
 
     def _forward_in_micro_batches(
-        self, batch: RolloutBatch
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, R) old log-probs and values (None without a critic), without gradients."""
+        self, batch: RolloutBatch, with_logprobs: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(B, R) old log-probs (None unless ``with_logprobs``) and values (None without a
+        critic), without gradients."""
         mb = self.config.learner.micro_batch_size
         logps, values = [], []
         temp = self.config.rollout.temperature
+        if not with_logprobs and self.value is None:
+            return None, None
         with torch.no_grad():
             for i in range(0, len(batch), mb):
                 ids = batch.input_ids[i : i + mb].to(self.device)
                 am = batch.attention_mask[i : i + mb].to(self.device)
-                lp, _ = response_logprobs(self.policy, ids, am, batch.prompt_len, temp)
-                logps.append(lp.float().cpu())
+                if with_logprobs:
+                    lp, _ = response_logprobs(self.policy, ids, am, batch.prompt_len, temp)
+                    logps.append(lp.float().cpu())
                 if self.value is not None:
                     values.append(response_values(self.value, ids, am, batch.prompt_len).cpu())
         mask = batch.response_mask
-        return torch.cat(logps) * mask, torch.cat(values) * mask if values else None
+        return (
+            torch.cat(logps) * mask if logps else None,
+            torch.cat(values) * mask if values else None,
+        )
+
+    def _old_logprobs_first(self, batch: RolloutBatch) -> bool:
+        """Whether the old log-probs must be computed before training: when the KL sits in the
+        reward (the advantages read it), or when the step has several minibatches (an optimizer
+        step would come before some rows' first forward). Otherwise the first epoch's own
+        forward passes give them, and a whole forward pass a step is saved."""
+        kl_in_reward = self.algo.kl_in == "reward" and batch.ref_logprobs is not None
+        one_minibatch = len(batch) == self.config.learner.minibatch_size // self.world_size
+        return kl_in_reward or not one_minibatch
 
     def train_step(
         self, rollouts: list, scores: list, refs: list, rows: list | None = None
@@ -156,12 +172,16 @@ class Learner:
             )
         t_fetch = time.perf_counter()
         kl_coef = self.kl_ctl.value
-        old_logprobs, old_values = self._forward_in_micro_batches(batch)
+        first = self._old_logprobs_first(batch)
+        old_logprobs, old_values = self._forward_in_micro_batches(batch, first)
         kl, adv, returns = self._advantages(batch, old_logprobs, old_values, kl_coef)
         t_values = time.perf_counter()
-        losses = self.update.run(
+        losses, old_logprobs = self.update.run(
             batch, old_logprobs, old_values, adv, returns, self.policy_version, kl_coef
         )
+        if kl is None and batch.ref_logprobs is not None:  # the KL of the captured log-probs
+            kl = KL_ESTIMATORS[self.algo.kl_estimator](old_logprobs, batch.ref_logprobs)
+            kl = kl * batch.response_mask
         t_train = time.perf_counter()
         self.policy_version += 1
         metrics = self._global_metrics(batch, old_logprobs, kl, losses)
@@ -186,18 +206,19 @@ class Learner:
     def _advantages(
         self,
         batch: RolloutBatch,
-        old_logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor | None,
         old_values: torch.Tensor | None,
         kl_coef: float,
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """(B, R) per-token KL to the reference (None without one), advantages and returns."""
+        """(B, R) per-token KL to the reference (None without one, or when the old log-probs
+        come later, from the first epoch), advantages and returns."""
         ppo, algo, mask = self.config.ppo, self.algo, batch.response_mask
         kl = None
-        if batch.ref_logprobs is not None:
+        if batch.ref_logprobs is not None and old_logprobs is not None:
             kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
         scores = batch.scores.clamp(-ppo.reward_clip, ppo.reward_clip)
         in_reward = kl is not None and algo.kl_in == "reward"
-        penalty = kl if in_reward else torch.zeros_like(old_logprobs)
+        penalty = kl if in_reward else torch.zeros_like(batch.logprobs)
         rewards = token_rewards(scores, penalty, mask, kl_coef if in_reward else 0.0)
         params = AdvantageParams(
             ppo.gamma, ppo.gae_lambda, algo.std_normalize, self.config.algorithm.group_eps

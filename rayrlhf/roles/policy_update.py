@@ -53,18 +53,30 @@ class PolicyUpdate:
     def run(
         self,
         batch: RolloutBatch,
-        old_logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor | None,
         old_values: torch.Tensor | None,
         adv: torch.Tensor,
         returns: torch.Tensor,
         policy_version: int,
         kl_coef: float,
-    ) -> dict[str, float]:
-        """Run ``learner.ppo_epochs`` epochs; this rank's mean of each loss metric."""
-        self.policy_version, self.kl_coef = policy_version, kl_coef
-        return self._epochs(batch, old_logprobs, old_values, adv, returns)
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """Run ``learner.ppo_epochs`` epochs; this rank's mean of each loss metric, and the
+        (B, R) old log-probs.
 
-    def _epochs(self, batch, old_logprobs, old_values, adv, returns) -> dict[str, float]:
+        ``old_logprobs=None`` takes them from the first epoch's own forward passes (TRL does
+        the same with one iteration): valid only when one minibatch covers the step, so that
+        no optimizer step happens before every row's first forward; the learner checks that.
+        """
+        self.policy_version, self.kl_coef = policy_version, kl_coef
+        capture = old_logprobs is None
+        if capture:
+            old_logprobs = torch.zeros_like(batch.logprobs)
+        means = self._epochs(batch, old_logprobs, old_values, adv, returns, capture)
+        return means, old_logprobs
+
+    def _epochs(
+        self, batch, old_logprobs, old_values, adv, returns, capture: bool = False
+    ) -> dict[str, float]:
         """Clipped policy gradient (and value) epochs over minibatches; this rank's mean of each
         loss metric.
 
@@ -113,7 +125,14 @@ class PolicyUpdate:
                     for name, _ in engines
                 }
                 stats = self._micro_step(
-                    batch, idx, old_logprobs, old_values, adv, returns, weights
+                    batch,
+                    idx,
+                    old_logprobs,
+                    old_values,
+                    adv,
+                    returns,
+                    weights,
+                    capture and epoch == 0,
                 )
                 for key, v in stats.items():
                     sums[key] += v
@@ -133,11 +152,20 @@ class PolicyUpdate:
         return float(self.config.algorithm.loss_constant or self.config.rollout.max_new_tokens)
 
     def _micro_step(
-        self, batch, idx, old_logprobs, old_values, adv, returns, weights: dict[str, float]
+        self,
+        batch,
+        idx,
+        old_logprobs,
+        old_values,
+        adv,
+        returns,
+        weights: dict[str, float],
+        capture: bool = False,
     ) -> dict[str, float]:
         """Forward, backward and (at accumulation boundaries) step of each engine.
 
-        ``weights[engine]`` rescales this micro-batch's losses to its share of the minibatch.
+        ``weights[engine]`` rescales this micro-batch's losses to its share of the minibatch;
+        ``capture``: these rows' old log-probs are this forward's, written into ``old_logprobs``.
         """
         ppo, algo, temp = self.config.ppo, self.algo, self.config.rollout.temperature
         ids = batch.input_ids[idx].to(self.device)
@@ -147,6 +175,8 @@ class PolicyUpdate:
             self.policy, ids, am, batch.prompt_len, temp, with_entropy=True
         )
         c = self._constant
+        if capture:  # the weights have not moved since the rollout: these are the old log-probs
+            old_logprobs[idx] = (logprobs.detach().float() * mask).cpu()
         pg = policy_loss(
             logprobs,
             old_logprobs[idx].to(self.device),
