@@ -7,14 +7,16 @@ The same rollout, reward and reference workers and the same learner class as PPO
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import pytest
 import ray
+from trained import train
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.loops.ppo import PPOTrainer
-from rayrlhf.metrics import comparable, read_metrics
+from rayrlhf.metrics import comparable
 from rayrlhf.weight_sync import unflatten_params
 
 pytestmark = pytest.mark.integration
@@ -115,32 +117,23 @@ def _dynamic(make_config, name: str, *extra: str):
     )
 
 
-def _run(cfg, steps: int | None = None, patch=None) -> dict:
-    trainer = PPOTrainer(cfg)
-    try:
-        refs = _names(trainer, "reference")
-        if patch is not None:
-            patch(trainer)
-        trainer.run(steps)
-        return {
-            "digests": trainer.learners.state_digests(),
-            "rows": read_metrics(trainer.run_dir),
-            "ledger": dict(trainer.buffer.ledger),
-            "references": refs,
-        }
-    finally:
-        trainer.shutdown()
-
-
 def test_grpo_dynamic_sampling_resumes_exactly_with_a_worker_killed_mid_group(
     ray_local, make_config
 ):
-    """4 steps straight, against 2 steps, a stop, and 2 more steps during which a rollout
-    worker is killed while it generates a group: equal parameters, optimizer state, metrics
-    and ledger. Pass/fail rewards make many groups all-equal, so the steps draw extra prompts:
-    the resumed run must continue from the same prompt position."""
-    clean = _run(_dynamic(make_config, "dyn-clean"))
-    assert clean["references"] == []  # KL coefficient 0: no reference worker started
+    """4 steps straight, against a copy of that run's folder at step 2 resumed for 2 more steps
+    during which a rollout worker is killed while it generates a group: equal parameters,
+    optimizer state, metrics and ledger. Pass/fail rewards make many groups all-equal, so the
+    steps draw extra prompts: the resumed run must continue from the same prompt position."""
+    refs: list[str] = []
+
+    def stop_and_copy(trainer: PPOTrainer) -> None:
+        # The interrupted run is a copy of the clean one's folder at its step-2 checkpoint.
+        refs.extend(_names(trainer, "reference"))
+        trainer.run(2)
+        shutil.copytree(trainer.run_dir, trainer.run_dir.parent / "dyn-resume")
+
+    clean = train(_dynamic(make_config, "dyn-clean"), patch=stop_and_copy)
+    assert refs == []  # KL coefficient 0: no reference worker started
     dropped = sum(r["group/dropped"] for r in clean["rows"])
     assert dropped > 0 and all(r["samples"] == 16 for r in clean["rows"])
     states = list(clean["ledger"].values())
@@ -148,9 +141,6 @@ def test_grpo_dynamic_sampling_resumes_exactly_with_a_worker_killed_mid_group(
     assert states.count(SampleState.DROPPED) == 4 * sum(
         r["group/dropped"] + r["group/surplus"] for r in clean["rows"]
     )
-
-    first = _run(_dynamic(make_config, "dyn-resume"), steps=2)
-    assert len(first["rows"]) == 2
 
     def kill_mid_group(trainer):
         dispatch, count = trainer.runner._dispatch, [0]
@@ -165,7 +155,7 @@ def test_grpo_dynamic_sampling_resumes_exactly_with_a_worker_killed_mid_group(
 
         trainer.runner._dispatch = patched
 
-    second = _run(_dynamic(make_config, "dyn-resume"), patch=kill_mid_group)
+    second = train(_dynamic(make_config, "dyn-resume"), patch=kill_mid_group)
     assert second["digests"] == clean["digests"]
     assert comparable(second["rows"]) == comparable(clean["rows"])
     assert second["ledger"] == clean["ledger"]

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import ray
+from trained import train
 
 from rayrlhf import checkpoint
 from rayrlhf.buffer import SampleState
@@ -63,18 +64,7 @@ def survival(tiny_model, tmp_path_factory):
 
 
 def _train(overrides: list[str], steps: int | None = None, patch=None) -> dict:
-    trainer = PPOTrainer(load(None, overrides))
-    try:
-        if patch is not None:
-            patch(trainer)
-        trainer.run(steps)
-        return {
-            "digests": trainer.learners.state_digests(),
-            "rows": read_metrics(trainer.run_dir),
-            "ledger": dict(trainer.buffer.ledger),
-        }
-    finally:
-        trainer.shutdown()
+    return train(load(None, overrides), steps, patch)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +123,7 @@ def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
         return lambda flight: os.kill(_pid(flight.actors[role_index]), sig)
 
     actions = {1: kill(0, signal.SIGSTOP), 5: kill(0), 10: kill(1), 15: kill(2)}
-    overrides = survival[1]("kills", *ONE_RANK, "timeouts.rollout_s=15")
+    overrides = survival[1]("kills", *ONE_RANK, "timeouts.rollout_s=10")
     run = _train(overrides, patch=lambda t: _on_dispatch(t, actions))
     _assert_same_run(run, clean_one)
     last = run["rows"][-1]
@@ -192,28 +182,27 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str
     return proc.returncode, out, err
 
 
-def test_crash_mid_checkpoint_ctrl_c_and_reruns_continue_the_same_run(survival, clean_one):
+def test_crash_mid_checkpoint_then_ctrl_c_continue_the_same_run(survival, clean_one):
     """The driver SIGKILLed in the middle of writing its step-4 checkpoint (after the step-2
-    one); the rerun stopped by Ctrl-C after step 3; the last one finishes. One run, as if
-    nothing had happened. (The faults are injected at exact points: a tiny run's steps take
-    a fraction of a second, so a signal timed from outside would race them.)"""
+    one); the rerun resumes from step 2 and is stopped by Ctrl-C after its last step, which it
+    checkpoints. One run, as if nothing had happened. (The faults are injected at exact points:
+    a tiny run's steps take a fraction of a second, so a signal timed from outside would race
+    them.)"""
     root, overrides = survival
     args = overrides("cli", *ONE_RANK)
     run_dir, ckpts = root / "cli", root / "cli" / "checkpoints"
-    code, _, _ = _finish(_cli(args, {"RAYRLHF_FAULT": "checkpoint_before_manifest:4"}))
+    code, _, _ = _finish(_cli(args, {"RAYRLHF_FAULT": f"checkpoint_before_manifest:{STEPS}"}))
     assert code == -signal.SIGKILL
-    assert (ckpts / "tmp-step-00000004").is_dir()  # parts written, no manifest, no rename
-    assert checkpoint.latest(ckpts).step == 2 and len(read_metrics(run_dir)) == 4
+    assert (ckpts / f"tmp-step-{STEPS:08d}").is_dir()  # parts written, no manifest, no rename
+    assert checkpoint.latest(ckpts).step == 2 and len(read_metrics(run_dir)) == STEPS
 
     # Ctrl-C: SIGINT to the whole foreground process group, Ray's processes included.
-    code, out, err = _finish(_cli(args, {"RAYRLHF_FAULT": "ctrl_c_after_step:3"}))
+    code, out, err = _finish(_cli(args, {"RAYRLHF_FAULT": f"ctrl_c_after_step:{STEPS}"}))
     assert code == 128 + signal.SIGINT, err
-    assert "resumed from" in out and "step-00000002" in out  # not the torn step-4 folder
-    assert "stopped by SIGINT after step 3" in err and "run the same command again" in err.lower()
-    assert checkpoint.latest(ckpts).step == 3
-
-    code, _, err = _finish(_cli(args))
-    assert code == 0, err
+    assert "resumed from" in out and "step-00000002" in out  # not the torn folder
+    assert f"stopped by SIGINT after step {STEPS}" in err
+    assert "run the same command again" in err.lower()
+    assert checkpoint.latest(ckpts).step == STEPS
     assert comparable(read_metrics(run_dir)) == comparable(clean_one["rows"])
 
 
