@@ -162,16 +162,14 @@ class ExperienceBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """The ledger at a step boundary (trained and dropped samples), for a checkpoint."""
-        trained, dropped = self.count(SampleState.TRAINED), self.count(SampleState.DROPPED)
-        if self.pending or trained + dropped != len(self.ledger):
+        by_state: dict[SampleState, list[str]] = {SampleState.TRAINED: [], SampleState.DROPPED: []}
+        for sid, state in self.ledger.items():
+            by_state.setdefault(state, []).append(sid)
+        if self.pending or len(by_state) > 2:  # a dispatched or arrived sample: mid-step
             raise LedgerError("the ledger is checkpointed between steps only")
-        by_state = {
-            state: sorted(k for k, v in self.ledger.items() if v is state)
-            for state in (SampleState.TRAINED, SampleState.DROPPED)
-        }
         return {
-            "trained": by_state[SampleState.TRAINED],
-            "dropped": by_state[SampleState.DROPPED],
+            "trained": sorted(by_state[SampleState.TRAINED]),
+            "dropped": sorted(by_state[SampleState.DROPPED]),
             "trained_total": self.trained_total,
         }
 

@@ -86,8 +86,7 @@ class StepSampler:
         flag = cluster.zero_cpu_task(informative_groups)
         flags = ray.get([flag.remote(x.scores, r.group_size) for x in results])
         rounds, first = 0, wanted
-        while sum(map(sum, flags)) < wanted and rounds < a.max_fill_rounds:
-            missing = wanted - sum(map(sum, flags))
+        while (missing := wanted - sum(map(sum, flags))) > 0 and rounds < a.max_fill_rounds:
             n = math.ceil(missing / r.chunk_size) * r.chunk_size
             more = self._run(step, n, cursor, first)
             flags += ray.get([flag.remote(x.scores, r.group_size) for x in more])
