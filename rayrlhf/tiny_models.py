@@ -38,13 +38,15 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _config(vocab_size: int, layers: int, hidden: int, **extra: object) -> GPT2Config:
+def _config(
+    vocab_size: int, layers: int, hidden: int, heads: int = 4, **extra: object
+) -> GPT2Config:
     return GPT2Config(
         vocab_size=vocab_size,
         n_positions=128,
         n_embd=hidden,
         n_layer=layers,
-        n_head=4,
+        n_head=heads,
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
@@ -53,18 +55,24 @@ def _config(vocab_size: int, layers: int, hidden: int, **extra: object) -> GPT2C
 
 
 def build_model(
-    vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 64
+    vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4
 ) -> GPT2LMHeadModel:
     """A randomly initialised GPT-2 with ``layers`` blocks of width ``hidden``."""
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(_config(vocab_size, layers, hidden))
+    return GPT2LMHeadModel(_config(vocab_size, layers, hidden, heads))
 
 
-def save_tiny(path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
-    """Write a tiny model and its tokenizer as a Hugging Face folder at ``path``."""
+def save_tiny(
+    path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4
+) -> Path:
+    """Write a tiny model and its tokenizer as a Hugging Face folder at ``path``.
+
+    vLLM's CPU attention kernels take head sizes of 32 and up (64, 128, ...): for the vLLM
+    backend use ``heads=1`` (one head of 64), not the default four heads of 16.
+    """
     path = Path(path)
     tok = build_tokenizer()
-    build_model(len(tok), seed, layers, hidden).save_pretrained(path)
+    build_model(len(tok), seed, layers, hidden, heads).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

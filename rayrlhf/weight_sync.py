@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,27 +71,60 @@ def unflatten_params(flat: FlatWeights) -> dict[str, torch.Tensor]:
     }
 
 
-def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+def save_flat(flat: FlatWeights, path: str) -> int:
+    """Write ``flat`` to ``path`` (a checkpoint's copy of a policy version); returns its bytes."""
+    payload = {"buffer": torch.from_numpy(flat.buffer), "index": flat.index, "dtype": flat.dtype}
+    torch.save(payload, path)
+    return flat.nbytes
+
+
+def load_flat(path: str) -> FlatWeights:
+    """Read what :func:`save_flat` wrote."""
+    # Our own file inside a checkpoint whose hashes were verified: not an untrusted pickle.
+    payload = torch.load(path, weights_only=False)
+    return FlatWeights(payload["buffer"].numpy(), payload["index"], payload["dtype"])
+
+
+def load_full_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+) -> None:
     """Copy a full (gathered) state dict into ``model``, failing on any name mismatch.
 
-    Tied weights appear once in a gathered state dict, so only parameters that share storage with
-    a loaded one may be missing; anything unexpected or otherwise missing is an error.
+    ``state_dict`` may be a stream of (name, tensor) pairs (the broadcast path): each is copied
+    as it arrives. Tied weights appear once in a gathered state dict, so only parameters that
+    share storage with a loaded one may be missing; anything unexpected or otherwise missing is
+    an error.
     """
     own = dict(model.named_parameters())  # named_parameters() lists a tied weight once
-    unexpected = sorted(set(state_dict) - set(model.state_dict()))
-    missing = sorted(set(own) - set(state_dict))
-    if unexpected or missing:
-        raise ValueError(
-            f"weight sync mismatch: unexpected {unexpected[:5]}, missing {missing[:5]}"
-        )
+    known = set(model.state_dict())
+    if isinstance(state_dict, Mapping):  # checked before anything is copied: all or nothing
+        _check_names(set(state_dict) - known, set(own) - set(state_dict))
+    pairs = state_dict.items() if isinstance(state_dict, Mapping) else state_dict
+    seen: set[str] = set()
+    unexpected: list[str] = []
     with torch.no_grad():
-        for name, param in own.items():
-            src = state_dict[name]
+        for name, src in pairs:
+            if name not in known:
+                unexpected.append(name)
+                continue
+            seen.add(name)
+            param = own.get(name)
+            if param is None:  # a tied alias of a parameter listed under another name
+                continue
             if src.shape != param.shape:
                 raise ValueError(
                     f"weight sync shape mismatch for {name}: {src.shape} vs {param.shape}"
                 )
             param.copy_(src.to(param.device, param.dtype))
+    _check_names(set(unexpected), set(own) - seen)
+
+
+def _check_names(unexpected: set[str], missing: set[str]) -> None:
+    if unexpected or missing:
+        raise ValueError(
+            f"weight sync mismatch: unexpected {sorted(unexpected)[:5]}, "
+            f"missing {sorted(missing)[:5]}"
+        )
 
 
 class BroadcastGroup:
@@ -161,11 +194,19 @@ def broadcast_params(
 
 
 def receive_params(
-    group: BroadcastGroup, model: nn.Module, bucket_bytes: int, device: torch.device
-) -> int:
-    """Receive broadcast parameters into ``model`` (the sender's order and bucket rule)."""
-    own = list(model.named_parameters())
-    signature = _signature([p.shape for _, p in own], device)
+    group: BroadcastGroup,
+    named_shapes: list[tuple[str, torch.Size]],
+    dtype: torch.dtype,
+    bucket_bytes: int,
+    device: torch.device,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Receive broadcast parameters as (name, tensor) pairs, a bucket at a time, in the sender's
+    order and bucket rule; ``named_shapes`` is the receiving model's layout (module order).
+
+    Each tensor is a view into its bucket: consume (copy) it before asking for the next bucket.
+    The stream must be read to its end, or the sender blocks.
+    """
+    signature = _signature([shape for _, shape in named_shapes], device)
     theirs = torch.zeros_like(signature)
     group.broadcast(theirs)
     if not torch.equal(theirs, signature):
@@ -173,16 +214,13 @@ def receive_params(
             f"weight sync mismatch: learner sends {theirs.tolist()} (params, elements), "
             f"this rollout model has {signature.tolist()}"
         )
-    dtype = own[0][1].dtype
-    itemsize = dtype.itemsize
-    received = 0
-    with torch.no_grad():
-        for chunk in _buckets(own, itemsize, bucket_bytes):
-            flat = torch.empty(sum(p.numel() for _, p in chunk), dtype=dtype, device=device)
-            group.broadcast(flat)
-            offset = 0
-            for _, param in chunk:
-                param.copy_(flat[offset : offset + param.numel()].view_as(param))
-                offset += param.numel()
-            received += flat.numel() * itemsize
-    return received
+    shapes = dict(named_shapes)
+    # Meta tensors carry the sizes the bucket rule reads, and no memory.
+    layout = ((name, torch.empty(shape, device="meta")) for name, shape in named_shapes)
+    for chunk in _buckets(layout, dtype.itemsize, bucket_bytes):
+        flat = torch.empty(sum(t.numel() for _, t in chunk), dtype=dtype, device=device)
+        group.broadcast(flat)
+        offset = 0
+        for name, t in chunk:
+            yield name, flat[offset : offset + t.numel()].view(shapes[name])
+            offset += t.numel()

@@ -67,6 +67,7 @@ def policy_loss(
     clip_high: float | None = None,
     agg: str = "token_mean",
     constant: float = 1.0,
+    behaviour_weights: Tensor | None = None,
 ) -> PolicyLossOutput:
     """PPO clipped surrogate objective (as a loss to minimise), for every online algorithm.
 
@@ -81,6 +82,8 @@ def policy_loss(
             :data:`rayrlhf.algos.aggregation.LOSS_AGGREGATIONS` (token_mean: PPO and DAPO,
             seq_mean: GRPO, constant: Dr. GRPO).
         constant: Dr. GRPO's normaliser (``agg="constant"`` only).
+        behaviour_weights: (B, T) decoupled PPO's truncated π_prox / π_behaviour per token
+            (:mod:`rayrlhf.algos.off_policy`), for stale samples; None: all ones.
 
     Returns:
         PolicyLossOutput of scalars: the aggregated ``loss``; ``clip_fraction`` (share of tokens
@@ -97,6 +100,8 @@ def policy_loss(
     # Pessimistic bound: take the larger loss, so moving the ratio past the clip
     # range in the direction the advantage favours earns nothing.
     pg = torch.maximum(unclipped, clipped)
+    if behaviour_weights is not None:
+        pg = pg * behaviour_weights.detach()
     loss = aggregate(pg, response_mask, agg, constant)
     with torch.no_grad():
         clip_fraction = masked_mean((clipped > unclipped).float(), response_mask)

@@ -23,9 +23,9 @@ from rayrlhf.config.roles import (
     PPOConfig,
     ReferenceConfig,
     RewardConfig,
-    RolloutConfig,
     WeightSyncConfig,
 )
+from rayrlhf.config.rollout import RolloutConfig, VllmConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
 from rayrlhf.config.stages import (
     EvalConfig,
@@ -60,6 +60,7 @@ __all__ = [
     "TableConfig",
     "TableFormat",
     "TimeoutsConfig",
+    "VllmConfig",
     "WeightSyncConfig",
     "apply_overrides",
     "check_local_paths",

@@ -43,3 +43,9 @@ class AlgorithmConfig(_Section):
     max_fill_rounds: int = Field(
         4, ge=1, description="Dynamic sampling: further generation rounds per step at most."
     )
+    behaviour_weight_cap: float = Field(
+        5.0,
+        gt=1.0,
+        description="rollout.max_staleness > 0: the decoupled objective's importance weight "
+        "π_prox/π_behaviour is truncated at this value.",
+    )

@@ -1,4 +1,5 @@
-"""The PPO roles: model folders, prompts, rollout, reward, reference, learner, weight sync, PPO."""
+"""The PPO roles: model folders, prompts, reward, reference, learner, weight sync, PPO (the rollout
+section is in :mod:`rayrlhf.config.rollout`)."""
 
 from __future__ import annotations
 
@@ -29,46 +30,6 @@ class DataConfig(_Section):
     max_bad_fraction: float = Field(
         0.1, ge=0.0, le=1.0, description="Fail when more than this fraction of rows is malformed."
     )
-
-
-class RolloutConfig(_Section):
-    """Rollout workers: generation with the current policy."""
-
-    num_workers: int = Field(
-        1, ge=1, description="Rollout actors at start; independent of learner ranks, resizable."
-    )
-    prompts_per_step: int = Field(
-        16, ge=1, description="Prompts per step; a step trains on prompts × group_size samples."
-    )
-    group_size: int = Field(
-        1, ge=1, description="Samples per prompt (GRPO's G), generated in one chunk."
-    )
-    chunk_size: int = Field(
-        8, ge=1, description="Prompts per generate call (the unit of work; × group_size rows)."
-    )
-    max_prompt_tokens: int = Field(64, ge=1, description="Longer prompts keep their last tokens.")
-    template: Literal["auto", "chat", "plain"] = Field(
-        "auto",
-        description="How a prompt is shown to the policy, in SFT, PPO and evaluation alike: "
-        "auto = the tokenizer's chat template when it has one, else plain_template.",
-    )
-    plain_template: str = Field(
-        "{prompt}", description="Prompt text without a chat template; must contain {prompt}."
-    )
-    max_new_tokens: int = Field(24, ge=1, description="Response length limit in tokens.")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per rollout actor.")
-    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per rollout actor (fractions allowed).")
-    placement: Placement = Field(
-        "pack", description="Placement group strategy: pack onto few nodes or spread."
-    )
-
-    @model_validator(mode="after")
-    def _template_has_prompt(self) -> RolloutConfig:
-        if "{prompt}" not in self.plain_template:
-            raise ValueError("plain_template must contain {prompt}")
-        return self
 
 
 class RewardConfig(_Section):

@@ -14,9 +14,9 @@ from rayrlhf.config.roles import (
     PPOConfig,
     ReferenceConfig,
     RewardConfig,
-    RolloutConfig,
     WeightSyncConfig,
 )
+from rayrlhf.config.rollout import RolloutConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
 from rayrlhf.config.stages import EvalConfig, RewardModelConfig, SFTConfig
 
@@ -89,6 +89,23 @@ class Config(_Section):
             )
         if self.ppo.kl_controller == "adaptive" and self.ppo.kl_coef <= 0:
             raise ValueError("ppo.kl_controller adaptive needs ppo.kl_coef > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _rollout_fits(self) -> Config:
+        r = self.rollout
+        if r.max_staleness and self.weight_sync.method != "object_store":
+            raise ValueError(
+                "rollout.max_staleness > 0 needs weight_sync.method object_store: each chunk "
+                "names the policy version it is generated with, and its worker loads that "
+                "version from the object store when it differs from the one it holds"
+            )
+        need = r.max_prompt_tokens + r.max_new_tokens
+        if r.vllm.max_model_len is not None and r.vllm.max_model_len < need:
+            raise ValueError(
+                f"rollout.vllm.max_model_len ({r.vllm.max_model_len}) is shorter than "
+                f"rollout.max_prompt_tokens + rollout.max_new_tokens ({need})"
+            )
         return self
 
     @property

@@ -46,6 +46,7 @@ from rayrlhf.loops import evaluation
 from rayrlhf.loops.rollouts import ChunkRunner
 from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
 from rayrlhf.loops.sampling import StepSampler
+from rayrlhf.loops.versions import PolicyVersions
 from rayrlhf.loops.weights import RolloutWeights
 from rayrlhf.metrics import RunLogger
 from rayrlhf.roles.learner import Learner
@@ -116,6 +117,8 @@ class PPOTrainer:
             self.weights.form_group(self.learners)
         self.buffer = ExperienceBuffer()
         self.sampler = StepSampler(config, self.prompts, self.runner, self.buffer)
+        self.ahead = config.rollout.max_staleness  # steps generation runs ahead (0: in step)
+        self.versions = PolicyVersions(config.timeouts.weight_sync_s)
         self.state = RunState()
         self.logger: RunLogger | None = None
         self._at_boundary = True  # learners hold the state after self.step (checkpointable)
@@ -184,11 +187,22 @@ class PPOTrainer:
         return history
 
     def train_step(self) -> dict[str, Any]:
-        """Generate → score and reference → train → weight sync; returns the step's metrics."""
+        """Generate → score and reference → train → weight sync; returns the step's metrics.
+
+        With ``rollout.max_staleness`` k > 0 the steps up to k ahead are dispatched first (with
+        the current policy version), so they generate while this one trains.
+        """
         t0 = time.perf_counter()
         # Chunks are dealt over the workers alive now: a resize rebalances the next step.
         workers = len(self.rollout.actors)
-        cursor, sampling = self.sampler.collect(self.step, self.state.prompt_cursor)
+        version, weights = self._dispatch_ahead()
+        cursor, sampling = self.sampler.collect(
+            self.step, self.state.prompt_cursor, version, weights
+        )
+        if self.config.rollout.vllm.sleep_between_steps and not self.ahead:
+            for worker in self.rollout.actors:  # the learners get the memory while they train
+                worker.sleep.remote()
+        t_collect = time.perf_counter()
         self._at_boundary = False
         metrics = self.learners.train(self.buffer.shards(self.config.learner.num_ranks))
         trained = self.buffer.mark_trained()
@@ -199,6 +213,9 @@ class PPOTrainer:
         t_train = time.perf_counter()
         self.sync_weights()
         t_end = time.perf_counter()
+        if self.ahead:
+            metrics["async/steps_ahead"] = len(self.sampler.ahead)
+            metrics["time/wait_rollouts"] = t_collect - t0  # generation not hidden by training
         metrics.update(
             {
                 "time/weight_sync": t_end - t_train,
@@ -218,8 +235,32 @@ class PPOTrainer:
     # ---- weights ----------------------------------------------------------------------------
 
     def sync_weights(self) -> None:
-        """Every rollout worker loads the learner's current weights before generating again."""
+        """Every rollout worker loads the learner's current weights before generating again.
+
+        Asynchronous: the current version is published to the object store instead; each chunk
+        names its version and its worker loads it first (:mod:`rayrlhf.loops.versions`).
+        """
+        if self.ahead:
+            self.versions.publish(self.learners, self.policy_version)
+            self.versions.keep_from(self.step - self.ahead)
+            return
         self.weights.sync(self.learners, self.policy_version, self.runner.replace)
+
+    def _dispatch_ahead(self) -> tuple[int | None, Any]:
+        """Asynchronous: dispatch steps up to ``max_staleness`` ahead (not past
+        ``run.num_steps``) with the current version; returns that version and its weights
+        (None, None when synchronous)."""
+        if not self.ahead:
+            return None, None
+        version = self.policy_version
+        weights = self.versions.publish(self.learners, version)
+        last = min(self.step + self.ahead, self.config.run.num_steps - 1)
+        for t in range(self.step, last + 1):
+            if t not in self.sampler.ahead:
+                self.state.prompt_cursor = self.sampler.start(
+                    t, self.state.prompt_cursor, version, weights
+                )
+        return version, weights
 
     @property
     def sync_bytes(self) -> int:
@@ -260,6 +301,8 @@ class PPOTrainer:
         current = len(self.rollout.actors)
         if count == current:
             return
+        if count < current:
+            self.sampler.settle()  # chunks dispatched ahead finish before their workers go
         added = self.rollout.add(count - current) if count > current else []
         if count < current:
             self.rollout.remove(current - count)
@@ -272,6 +315,8 @@ class PPOTrainer:
         if self.logger is not None:
             self.state.logs = self.logger.position()
         self.state.faults = vars(self.faults).copy()
+        self.state.in_flight = self.sampler.in_flight() if self.ahead else []
+        used = {int(f["version"]) for f in self.state.in_flight}
         lc = self.config.learner
         return save_run_state(
             self.checkpoints,
@@ -286,6 +331,7 @@ class PPOTrainer:
                 "data": self.data_digests,
             },
             self.config.run.keep_checkpoints,
+            lambda folder: self.versions.save(folder, used),
         )
 
     def _restore(self, found: resume.Checkpoint | None) -> None:
@@ -295,11 +341,19 @@ class PPOTrainer:
         """
         self.buffer = ExperienceBuffer()
         self.sampler.buffer = self.buffer
+        self.sampler.ahead = {}
+        self.versions.clear()
         if found is None:
             self.state = RunState()
             return
         self.learners.load_checkpoint(str(found.path / "learner"))
         self.state = load_run_state(found.path, self.buffer)
+        # Steps that were generating ahead: dispatched again under the same ids, with the same
+        # policy versions (their weights are in the checkpoint).
+        self.versions.load(found.path, {int(f["version"]) for f in self.state.in_flight})
+        for f in self.state.in_flight:
+            v = int(f["version"])
+            self.sampler.start(int(f["step"]), int(f["cursor"]), v, self.versions[v])
 
     def _restart_learners(self, err: LearnerLost) -> None:
         """Stop the whole learner group, start it again and roll back to the last checkpoint."""
@@ -338,7 +392,8 @@ class PPOTrainer:
         where = "the last checkpoint stands (the learners stopped mid-step)"
         if self._at_boundary:
             try:
-                self.buffer.abandon()
+                in_flight = {sid for f in self.sampler.ahead.values() for sid in f.batch.sample_ids}
+                self.buffer.abandon(keep=in_flight if self.ahead else frozenset())
                 where = f"checkpoint written after step {self.step}"
                 self.save_checkpoint()
             except Exception as ckpt_err:  # the cause may have taken the learners with it
@@ -360,9 +415,13 @@ class PPOTrainer:
         """
         chunks = evaluation.eval_chunks(prompts, self.config.rollout.chunk_size)
         summarize = cluster.zero_cpu_task(evaluation.summarize_chunk)
+        version = weights = None
+        if self.ahead:  # workers hold older versions: name the current one
+            version = self.policy_version
+            weights = self.versions.publish(self.learners, version)
         parts = [
             summarize.remote(refs.rollout, refs.scores, refs.reference)
-            for refs in self.runner.run(chunks)
+            for refs in self.runner.run(chunks, version, weights)
         ]
         timeout = self.config.timeouts.rollout_s
         samples = [s for part in ray.get(parts, timeout=timeout) for s in part]

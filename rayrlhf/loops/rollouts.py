@@ -11,7 +11,7 @@ function returning NaN) is not retried: it is raised to the trainer, which stops
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -31,6 +31,22 @@ class _InFlight:
     refs: ChunkRefs
     receipts: tuple[Any, ...]  # one per role the runner drives, in ROLES order
     actors: tuple[Any, ...]
+
+
+@dataclass
+class ChunkBatch:
+    """Chunks dispatched together: those still in flight and those done."""
+
+    chunks: list[PromptChunk]
+    version: int | None
+    weights: list[Any] | None
+    flights: dict[int, _InFlight] = field(default_factory=dict)
+    done: dict[int, ChunkRefs] = field(default_factory=dict)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Every sample of the batch."""
+        return [sid for c in self.chunks for sid in c.sample_ids]
 
 
 class ChunkRunner:
@@ -54,9 +70,10 @@ class ChunkRunner:
         self.max_restarts, self.timeout_s = max_restarts, timeout_s
         self.on_replaced = on_replaced
 
-    def _dispatch(self, i: int, chunk: PromptChunk) -> _InFlight:
+    def _dispatch(self, i: int, chunk: PromptChunk, batch: ChunkBatch) -> _InFlight:
         actors = tuple(self.groups[r].actors[i % len(self.groups[r].actors)] for r in self.roles)
-        rollout, r_receipt = self.groups["rollout"].submit(actors[0], chunk)
+        args = (chunk,) if batch.version is None else (chunk, batch.version, batch.weights)
+        rollout, r_receipt = self.groups["rollout"].submit(actors[0], *args)
         scores, s_receipt = self.groups["reward"].submit(actors[1], rollout)
         receipts, reference = [r_receipt, s_receipt], None
         if "reference" in self.groups:
@@ -65,20 +82,39 @@ class ChunkRunner:
         refs = ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference)
         return _InFlight(refs, tuple(receipts), actors)
 
-    def run(self, chunks: list[PromptChunk]) -> list[ChunkRefs]:
-        """Every chunk's result refs, in chunk order, once all three calls of each succeeded."""
-        flights = {i: self._dispatch(i, c) for i, c in enumerate(chunks)}
-        done: dict[int, ChunkRefs] = {}
+    def start(
+        self, chunks: list[PromptChunk], version: int | None = None, weights: Any = None
+    ) -> ChunkBatch:
+        """Dispatch ``chunks`` and return at once; :meth:`finish` waits for them.
+
+        ``version``/``weights`` (asynchronous training): the policy version the chunks must be
+        generated with and a ref to its weights; None generates with what the workers hold.
+        """
+        # A list keeps the ref unresolved on the way: a worker fetches it only to load it.
+        batch = ChunkBatch(chunks, version, None if weights is None else [weights])
+        batch.flights = {i: self._dispatch(i, c, batch) for i, c in enumerate(chunks)}
+        return batch
+
+    def finish(self, batch: ChunkBatch) -> list[ChunkRefs]:
+        """Every chunk's result refs, in chunk order, once all calls of each succeeded; a chunk
+        whose worker was lost is dispatched again (same ids, same policy version)."""
+        flights = batch.flights
         while flights:
             complete, failed = self._wait(flights)
             for i in complete:
-                done[i] = flights.pop(i).refs
+                batch.done[i] = flights.pop(i).refs
             if failed:
                 self._recover(flights, failed)
                 for i in failed:
-                    flights[i] = self._dispatch(i, chunks[i])
+                    flights[i] = self._dispatch(i, batch.chunks[i], batch)
                     self.counts.redispatched_chunks += 1
-        return [done[i] for i in range(len(chunks))]
+        return [batch.done[i] for i in range(len(batch.chunks))]
+
+    def run(
+        self, chunks: list[PromptChunk], version: int | None = None, weights: Any = None
+    ) -> list[ChunkRefs]:
+        """:meth:`start` then :meth:`finish`: the chunks' result refs once all are in."""
+        return self.finish(self.start(chunks, version, weights))
 
     def _wait(
         self, flights: dict[int, _InFlight]

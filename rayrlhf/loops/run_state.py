@@ -6,6 +6,7 @@ A checkpoint folder holds::
     driver.json       step, policy version, where the logs stand, the prompt position, faults
     ledger.json       every sample trained so far (PPO only)
     driver_rng.pt     the driver's random generators
+    rollout_weights/  vN.pt: the policy versions steps generated ahead use (max_staleness > 0)
     manifest.json     written last by :func:`rayrlhf.checkpoint.commit`
 
 The prompt order is a pure function of the seed and the prompts (checked through the config and
@@ -37,6 +38,8 @@ class RunState:
     prompt_cursor: int = 0  # prompts taken from the shuffled order so far (dynamic sampling)
     logs: LogPosition = LogPosition()
     faults: dict[str, Any] = field(default_factory=dict)  # FaultCounts' fields
+    # Steps dispatched ahead of training (max_staleness > 0): step, first prompt, policy version.
+    in_flight: list[dict[str, Any]] = field(default_factory=list)
 
 
 def save_run_state(
@@ -46,10 +49,12 @@ def save_run_state(
     save_learners: Callable[[Path], None],
     fields: dict[str, Any],
     keep: int,
+    save_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write and commit a checkpoint of ``state`` under ``root``; returns its folder.
 
-    ``save_learners(folder)`` has every learner rank write its part into ``folder``.
+    ``save_learners(folder)`` has every learner rank write its part into ``folder``;
+    ``save_extra(folder)`` writes anything else the trainer keeps (before the commit).
     """
     tmp = checkpoint.begin(root, state.step)
     (tmp / "learner").mkdir()
@@ -59,12 +64,18 @@ def save_run_state(
         "policy_version": state.policy_version,
         "logs": asdict(state.logs),
         "faults": state.faults,
-        "prompts": {"next_step": state.step, "cursor": state.prompt_cursor},
+        "prompts": {
+            "next_step": state.step,
+            "cursor": state.prompt_cursor,
+            "in_flight": state.in_flight,
+        },
     }
     (tmp / "driver.json").write_text(json.dumps(driver, indent=1))
     if buffer is not None:
         (tmp / "ledger.json").write_text(json.dumps(buffer.state_dict()))
     torch.save(checkpoint.rng_state(), tmp / "driver_rng.pt")
+    if save_extra is not None:
+        save_extra(tmp)
     return checkpoint.commit(tmp, state.step, fields, keep).path
 
 
@@ -81,4 +92,5 @@ def load_run_state(path: Path, buffer: ExperienceBuffer | None) -> RunState:
         prompt_cursor=int(driver["prompts"].get("cursor", 0)),
         logs=LogPosition(**driver["logs"]),
         faults=dict(driver["faults"]),
+        in_flight=list(driver["prompts"].get("in_flight", [])),
     )

@@ -15,6 +15,7 @@ scores. Dropped samples are recorded in the ledger as such: accounted for, never
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -24,7 +25,7 @@ from rayrlhf.buffer import ExperienceBuffer
 from rayrlhf.config import Config
 from rayrlhf.data.prompts import PromptSource
 from rayrlhf.experience import PromptChunk, Scores
-from rayrlhf.loops.rollouts import ChunkRunner
+from rayrlhf.loops.rollouts import ChunkBatch, ChunkRunner
 
 
 def informative_groups(scores: Scores, group_size: int) -> list[bool]:
@@ -54,33 +55,74 @@ def choose_groups(flags: list[list[bool]], wanted: int) -> tuple[list[list[int]]
     return per_chunk, counts
 
 
+@dataclass
+class StepFlight:
+    """A step whose first round of chunks is dispatched: where its prompts started, the policy
+    version it is generated with (None: whatever the workers hold), its chunks."""
+
+    cursor: int
+    version: int | None
+    batch: ChunkBatch
+
+
 class StepSampler:
-    """Generates a step's chunks into the buffer; returns the new prompt cursor and metrics."""
+    """Generates a step's chunks into the buffer; returns the new prompt cursor and metrics.
+
+    With ``rollout.max_staleness`` > 0 the driver starts the next steps before the
+    current one trains; :attr:`ahead` holds them (and is what a checkpoint records of them).
+    """
 
     def __init__(
         self, config: Config, prompts: PromptSource, runner: ChunkRunner, buffer: ExperienceBuffer
     ) -> None:
         self.config, self.prompts, self.runner, self.buffer = config, prompts, runner, buffer
         self.dynamic = config.algo.dynamic_sampling
+        self.ahead: dict[int, StepFlight] = {}
 
-    def _run(self, step: int, n_prompts: int, cursor: int, first: int) -> list[Any]:
+    def _chunks(self, step: int, n_prompts: int, cursor: int, first: int) -> list[PromptChunk]:
         r = self.config.rollout
         chunks: list[PromptChunk] = self.prompts.step_chunks(
             step, n_prompts, r.chunk_size, r.group_size, cursor=cursor, first=first
         )
         for chunk in chunks:
             self.buffer.dispatch(chunk.sample_ids)
-        results = self.runner.run(chunks)
-        for refs in results:
-            self.buffer.add(refs)
-        return results
+        return chunks
 
-    def collect(self, step: int, cursor: int) -> tuple[int, dict[str, float]]:
-        """Fill ``self.buffer`` with step ``step``'s samples, taking prompts from ``cursor``."""
+    def start(self, step: int, cursor: int, version: int | None = None, weights: Any = None) -> int:
+        """Dispatch step ``step``'s prompts from ``cursor`` (generated with policy ``version``,
+        whose weights ``weights`` refers to); returns the cursor after them."""
+        wanted = self.config.rollout.prompts_per_step
+        batch = self.runner.start(self._chunks(step, wanted, cursor, 0), version, weights)
+        self.ahead[step] = StepFlight(cursor, version, batch)
+        return cursor + wanted
+
+    def settle(self) -> None:
+        """Wait until every chunk dispatched ahead is done (before workers are removed); the
+        results stay in the object store until their step is collected."""
+        for flight in self.ahead.values():
+            self.runner.finish(flight.batch)
+
+    def in_flight(self) -> list[dict[str, int | None]]:
+        """The steps dispatched ahead, as a checkpoint records them."""
+        return [
+            {"step": t, "cursor": f.cursor, "version": f.version}
+            for t, f in sorted(self.ahead.items())
+        ]
+
+    def collect(
+        self, step: int, cursor: int, version: int | None = None, weights: Any = None
+    ) -> tuple[int, dict[str, float]]:
+        """Fill ``self.buffer`` with step ``step``'s samples: those dispatched ahead, or else
+        prompts from ``cursor`` now. Dynamic sampling's further rounds take prompts from
+        ``cursor`` and generate with ``version``. Returns the cursor after them and metrics."""
         r, a = self.config.rollout, self.config.algorithm
         wanted = r.prompts_per_step
-        results = self._run(step, wanted, cursor, 0)
-        cursor += wanted
+        if step not in self.ahead:
+            cursor = self.start(step, cursor, version, weights)
+        results = self.runner.finish(self.ahead[step].batch)
+        del self.ahead[step]  # only once its chunks are in: a failure before keeps it in flight
+        for refs in results:
+            self.buffer.add(refs)
         if not self.dynamic:
             return cursor, {}
         flag = cluster.zero_cpu_task(informative_groups)
@@ -88,7 +130,9 @@ class StepSampler:
         rounds, first = 0, wanted
         while (missing := wanted - sum(map(sum, flags))) > 0 and rounds < a.max_fill_rounds:
             n = math.ceil(missing / r.chunk_size) * r.chunk_size
-            more = self._run(step, n, cursor, first)
+            more = self.runner.run(self._chunks(step, n, cursor, first), version, weights)
+            for refs in more:
+                self.buffer.add(refs)
             flags += ray.get([flag.remote(x.scores, r.group_size) for x in more])
             cursor, first, rounds = cursor + n, first + n, rounds + 1
         keep, counts = choose_groups(flags, wanted)

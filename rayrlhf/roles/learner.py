@@ -26,6 +26,7 @@ from rayrlhf.algos.advantages import (
 )
 from rayrlhf.algos.kl import KL_CONTROLLERS, KL_ESTIMATORS, token_rewards
 from rayrlhf.algos.masking import masked_whiten
+from rayrlhf.algos.off_policy import staleness_counts
 from rayrlhf.buffer import fetch
 from rayrlhf.checkpoint import load_rank_state, save_rank_state
 from rayrlhf.config import Config
@@ -164,12 +165,11 @@ class Learner:
         """
         t0 = time.perf_counter()
         batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs), rows)
-        stale = (batch.policy_versions != self.policy_version).sum().item()
-        if stale:
-            raise RuntimeError(
-                f"rank {self.rank}: {stale} samples generated with an old policy version "
-                f"(expected {self.policy_version}, got {batch.policy_versions.unique().tolist()})"
-            )
+        k = self.config.rollout.max_staleness
+        try:  # synchronous (k = 0): every sample must come from the learner's own version
+            staleness = staleness_counts(batch.policy_versions, self.policy_version, k)
+        except ValueError as err:
+            raise RuntimeError(f"rank {self.rank}: {err}") from None
         t_fetch = time.perf_counter()
         kl_coef = self.kl_ctl.value
         first = self._old_logprobs_first(batch)
@@ -184,7 +184,7 @@ class Learner:
             kl = kl * batch.response_mask
         t_train = time.perf_counter()
         self.policy_version += 1
-        metrics = self._global_metrics(batch, old_logprobs, kl, losses)
+        metrics = self._global_metrics(batch, old_logprobs, kl, losses, staleness)
         if kl is not None:
             self.kl_ctl.update(metrics["kl/mean"], int(metrics["samples"]))
         metrics.update(
@@ -237,9 +237,18 @@ class Learner:
         old_logprobs: torch.Tensor,
         kl: torch.Tensor | None,
         losses: dict[str, float],
+        staleness: list[int],
     ) -> dict[str, float]:
-        """Step metrics summed over ranks with one all-reduce; non-finite values are errors."""
+        """Step metrics summed over ranks with one all-reduce; non-finite values are errors.
+
+        ``rollout/logprob_mismatch`` compares the rollout's log-probs with the learner's over the
+        fresh samples only (staleness 0: the same weights, so the gap is the engines' numerics);
+        stale ones differ by the policy's own movement, reported as ``off_policy/logprob_gap``.
+        """
         cfg, mask = self.config, batch.response_mask
+        # The version this step trained from (the counter has moved on by now).
+        fresh = (batch.policy_versions == self.policy_version - 1).float()[:, None] * mask
+        gap = (old_logprobs - batch.logprobs).abs()
         g_mean, g_std, _ = group_mean_std(batch.scores, batch.group_index)
         sums = self._all_sum(
             len(batch),
@@ -247,21 +256,24 @@ class Learner:
             batch.scores.sum(),
             (batch.scores.double() ** 2).sum(),
             kl.sum() if kl is not None else 0.0,
-            (old_logprobs - batch.logprobs).abs().sum(),
+            (gap * fresh).sum(),
             (-old_logprobs).sum(),
             len(g_mean),
             g_std.sum(),
             (g_std == 0).sum(),
             *batch.phase_seconds,
+            fresh.sum(),
+            (gap * mask * (1 - fresh)).sum(),
+            *staleness,
             *losses.values(),
         )
         n, n_tok, s, sq, kl_sum, mismatch, nll, n_groups, std_sum, flat = sums[:10]
-        t_gen, t_score, t_ref = sums[10:13]
+        t_gen, t_score, t_ref, n_fresh, stale_gap = sums[10:15]
+        ages, loss_sums = sums[15 : 15 + len(staleness)], sums[15 + len(staleness) :]
         metrics = {
             "reward/mean": s / n,
             "reward/std": max(sq / n - (s / n) ** 2, 0.0) ** 0.5,
             "response/length": n_tok / n,
-            "rollout/logprob_mismatch": mismatch / n_tok,
             "rollout/nll": nll / n_tok,
             "samples": n,
             "tokens/response": n_tok,
@@ -277,7 +289,15 @@ class Learner:
             # Within-prompt statistics: what the group estimators learn from.
             metrics["group/reward_std"] = std_sum / n_groups
             metrics["group/zero_adv_fraction"] = flat / n_groups
-        for key, total in zip(losses, sums[13:], strict=True):
+        if n_fresh:  # none when every sample is stale: nothing to compare with
+            metrics["rollout/logprob_mismatch"] = mismatch / n_fresh
+        if cfg.rollout.max_staleness:
+            # The staleness histogram: samples by how many versions behind the learner they are.
+            metrics.update({f"staleness/{age}": count for age, count in enumerate(ages)})
+            metrics["staleness/mean"] = sum(a * c for a, c in enumerate(ages)) / n
+            if n_tok > n_fresh:
+                metrics["off_policy/logprob_gap"] = stale_gap / (n_tok - n_fresh)
+        for key, total in zip(losses, loss_sums, strict=True):
             metrics[key] = total / self.world_size
         for key, value in metrics.items():
             if not math.isfinite(value):

@@ -18,6 +18,7 @@ from rayrlhf.algos.aggregation import LOSS_AGGREGATIONS, aggregate
 from rayrlhf.algos.kl import KL_ESTIMATORS
 from rayrlhf.algos.losses import policy_loss, value_loss
 from rayrlhf.algos.masking import masked_mean
+from rayrlhf.algos.off_policy import behaviour_weights
 from rayrlhf.config import Config
 from rayrlhf.engine import grad_norm
 from rayrlhf.experience import RolloutBatch
@@ -168,6 +169,7 @@ class PolicyUpdate:
         ``capture``: these rows' old log-probs are this forward's, written into ``old_logprobs``.
         """
         ppo, algo, temp = self.config.ppo, self.algo, self.config.rollout.temperature
+        algo_cfg = self.config.algorithm
         ids = batch.input_ids[idx].to(self.device)
         am = batch.attention_mask[idx].to(self.device)
         mask = batch.response_mask[idx].to(self.device)
@@ -177,19 +179,26 @@ class PolicyUpdate:
         c = self._constant
         if capture:  # the weights have not moved since the rollout: these are the old log-probs
             old_logprobs[idx] = (logprobs.detach().float() * mask).cpu()
+        proximal = old_logprobs[idx].to(self.device)
+        w = None
+        if self.config.rollout.max_staleness:  # decoupled PPO: correct for the behaviour policy
+            behaviour = batch.logprobs[idx].to(self.device)
+            w = behaviour_weights(proximal, behaviour, mask, algo_cfg.behaviour_weight_cap)
         pg = policy_loss(
             logprobs,
-            old_logprobs[idx].to(self.device),
+            proximal,
             adv[idx].to(self.device),
             mask,
             ppo.clip_range,
             algo.clip_high,
             algo.loss_agg,
             c,
+            w,
         )
         loss = pg.loss - ppo.entropy_coef * aggregate(entropy, mask, algo.loss_agg, c)
         stats = {
             "loss/policy": pg.loss.item(),
+            **(_weight_stats(w, mask, algo_cfg.behaviour_weight_cap) if w is not None else {}),
             "policy/clip_fraction": pg.clip_fraction.item(),
             "policy/approx_kl": pg.approx_kl.item(),
             "policy/entropy": masked_mean(entropy, mask).item(),
@@ -227,3 +236,11 @@ class PolicyUpdate:
                 f"{name} is {loss.item()} on rank {self.rank} at policy_version "
                 f"{self.policy_version}; not stepping the optimizer on it"
             )
+
+
+def _weight_stats(w: torch.Tensor, mask: torch.Tensor, cap: float) -> dict[str, float]:
+    """How far the behaviour policy was from the proximal one, in a micro-batch."""
+    return {
+        "off_policy/weight_mean": masked_mean(w, mask).item(),
+        "off_policy/truncated_fraction": masked_mean((w >= cap).float(), mask).item(),
+    }

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import time
 import zlib
+from typing import Any
 
+import ray
 import torch
 
-from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
 from rayrlhf.data.encode import fit_prompt
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
-from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.weight_sync import (
-    BroadcastGroup,
-    FlatWeights,
-    load_full_state_dict,
-    receive_params,
-    unflatten_params,
-)
+from rayrlhf.generation import make_engine
+from rayrlhf.models import load_tokenizer
+from rayrlhf.weight_sync import BroadcastGroup, FlatWeights, receive_params, unflatten_params
 
 
 class RolloutWorker:
-    """Holds a copy of the policy; generates batched, left-padded, with the KV cache.
+    """Holds a generation engine (``rollout.backend``) with a copy of the policy.
 
     The weights carry a ``policy_version``; every rollout is stamped with the version it was
-    generated with, which the learner checks against the one it expects.
+    generated with, which the learner checks against the versions it accepts.
     """
 
     def __init__(self, config: Config, worker_index: int = 0) -> None:
@@ -33,13 +29,13 @@ class RolloutWorker:
         self.worker_index = worker_index
         self.device = torch.device(config.learner.device)
         self.tokenizer = load_tokenizer(config.tokenizer_path)
-        self.model = load_policy(config.model.policy, config.learner.precision).to(self.device)
-        self.model.eval().requires_grad_(False)  # never trained here; weights come from sync
+        self.engine = make_engine(config, self.tokenizer)
         self.policy_version = 0
         self.seed = config.run.seed
         self.bucket_bytes = int(config.weight_sync.bucket_mb * 2**20)
         self.backend = config.learner.backend
         self.sync_group: BroadcastGroup | None = None
+        self.load_seconds = 0.0  # the last weight load, for the backend benchmark
 
     def get_policy_version(self) -> int:
         """The version of the weights this worker generates with now."""
@@ -47,10 +43,12 @@ class RolloutWorker:
 
     def load_weights(self, weights: FlatWeights | dict[str, torch.Tensor], version: int) -> int:
         """Replace the policy weights with the learner's version ``version``; returns it."""
-        if isinstance(weights, FlatWeights):
-            weights = unflatten_params(weights)
-        load_full_state_dict(self.model, weights)
+        start = time.perf_counter()
+        self.engine.wake()
+        named = unflatten_params(weights) if isinstance(weights, FlatWeights) else weights
+        self.engine.load_weights(named)
         self.policy_version = version
+        self.load_seconds = time.perf_counter() - start
         return version
 
     def join_sync_group(self, host: str, port: int, rank: int, world_size: int) -> int:
@@ -59,25 +57,52 @@ class RolloutWorker:
         return rank
 
     def receive_weights(self, version: int) -> int:
-        """Receive the learner's broadcast of version ``version``; returns it."""
+        """Receive the learner's broadcast of version ``version`` into the engine; returns it."""
         if self.sync_group is None:
             raise RuntimeError("receive_weights before join_sync_group")
-        receive_params(self.sync_group, self.model, self.bucket_bytes, self.device)
+        self.engine.wake()
+        stream = receive_params(
+            self.sync_group,
+            self.engine.named_shapes(),
+            self.engine.dtype,
+            self.bucket_bytes,
+            self.device,
+        )
+        self.engine.load_weights(stream)
         self.policy_version = version
         return version
 
     def weights_checksum(self) -> float:
         """Sum of all parameters: a cheap equality check against the learner's weights."""
-        return float(sum(p.double().sum() for p in self.model.parameters()))
+        return self.engine.checksum()
+
+    def sleep(self) -> None:
+        """Release the engine's memory until the next load or generate (vLLM sleep mode)."""
+        self.engine.sleep()
 
     @torch.no_grad()
-    def generate(self, chunk: PromptChunk) -> Rollout:
+    def generate(
+        self, chunk: PromptChunk, version: int | None = None, weights: list[Any] | None = None
+    ) -> Rollout:
         """Sample one response per row of ``chunk`` (a group's rows share a prompt and differ).
+
+        ``version``: the policy version this chunk must be generated with (asynchronous
+        training); when this worker holds another, it first loads ``weights[0]``, an object ref
+        (wrapped in a list so Ray passes it unresolved) to that version's weights. Loading
+        happens here, between chunks, never in the middle of one.
 
         Returns a :class:`Rollout` with prompt ids (B, P), response ids (B, R), the response mask
         (up to and including EOS) and behaviour log-probs (B, R) at the sampling temperature.
         """
         start = time.perf_counter()
+        if version is not None and version != self.policy_version:
+            if not weights:
+                raise RuntimeError(
+                    f"chunk {chunk.sample_ids[0]!r} needs policy version {version}, this worker "
+                    f"holds {self.policy_version} and was sent no weights"
+                )
+            self.load_weights(ray.get(weights[0]), version)
+        self.engine.wake()
         tok, c = self.tokenizer, self.cfg
         ids = [
             fit_prompt(tok, p, c.template, c.plain_template, c.max_prompt_tokens)
@@ -86,40 +111,26 @@ class RolloutWorker:
         if min(len(i) for i in ids) == 0:
             raise ValueError(f"empty prompt in chunk starting at {chunk.sample_ids[0]!r}")
         enc = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")  # on the left
-        prompt_ids = enc["input_ids"].to(self.device)
-        prompt_mask = enc["attention_mask"].to(self.device)
-        # Seeded by the chunk, not the worker: a chunk re-run on another worker (after a failure,
-        # a resize or a resume) samples the same responses.
-        torch.manual_seed(zlib.crc32(f"{self.seed}/{chunk.sample_ids[0]}".encode()))
-        out = self.model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            do_sample=True,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p,
-            top_k=0,  # the sampled distribution must be the policy's, not a top-k cut of it
-            max_new_tokens=self.cfg.max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            use_cache=True,
-            return_dict_in_generate=True,
-            output_logits=True,
+        prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
+        # Seeded by the chunk (HF) or by each sample (vLLM), never by the worker: a chunk re-run
+        # on another worker (after a failure, a resize or a resume) samples the same responses.
+        chunk_seed = zlib.crc32(f"{self.seed}/{chunk.sample_ids[0]}".encode())
+        row_seeds = [zlib.crc32(f"{self.seed}/{sid}".encode()) for sid in chunk.sample_ids]
+        response_ids, logprobs = self.engine.generate(
+            prompt_ids, prompt_mask, chunk_seed, row_seeds
         )
-        response_ids = out.sequences[:, prompt_ids.shape[1] :]
-        mask = response_mask_from_ids(response_ids.cpu(), tok.eos_token_id).to(self.device)
-        logits = torch.stack(out.logits, dim=1) / self.cfg.temperature  # (B, R, V)
-        logprobs = logprobs_from_logits(logits, response_ids) * mask
+        mask = response_mask_from_ids(response_ids, tok.eos_token_id)
         responses = tok.batch_decode(
             response_ids * mask + tok.pad_token_id * (1 - mask), skip_special_tokens=True
         )
         return Rollout(
             sample_ids=list(chunk.sample_ids),
             policy_version=self.policy_version,
-            prompt_ids=prompt_ids.cpu(),
-            prompt_mask=prompt_mask.cpu(),
-            response_ids=response_ids.cpu(),
-            response_mask=mask.cpu(),
-            logprobs=logprobs.float().cpu(),
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            response_ids=response_ids,
+            response_mask=mask,
+            logprobs=logprobs * mask,
             prompts=list(chunk.prompts),
             responses=responses,
             generate_seconds=time.perf_counter() - start,

@@ -110,7 +110,7 @@ def test_ledger_round_trips_and_abandon_forgets_the_unfinished_step():
         buf.state_dict()
     buf.abandon()
     assert buf.state_dict() == state
-    assert state == {"trained": ["0-0", "0-1"], "dropped": [], "trained_total": 2}
+    assert state == {"trained": ["0-0", "0-1"], "dropped": [], "dispatched": [], "trained_total": 2}
     other = ExperienceBuffer()
     other.load_state(state)
     assert other.ledger == buf.ledger and other.trained_total == 2
@@ -118,3 +118,26 @@ def test_ledger_round_trips_and_abandon_forgets_the_unfinished_step():
 
 def test_fetch_passes_plain_objects_through():
     assert fetch([1, "a"]) == [1, "a"]
+
+
+def test_ledger_keeps_steps_in_flight_through_a_checkpoint_and_an_abandon():
+    """Asynchronous training checkpoints with later steps dispatched: they stay dispatched (a
+    resume dispatches them again), while the unfinished step's arrived samples are forgotten."""
+    buf = ExperienceBuffer()
+    buf.add(ChunkRefs(("0-0",), "r", "s", "f"))
+    buf.mark_trained()
+    buf.dispatch(["1-0", "2-0"])  # steps 1 and 2 generating ahead
+    state = buf.state_dict()
+    assert state["dispatched"] == ["1-0", "2-0"]
+    buf.add(ChunkRefs(("1-0",), "r", "s", "f"))  # step 1 arrives; the run fails before training
+    with pytest.raises(LedgerError, match="between steps"):
+        buf.state_dict()
+    buf.abandon(keep={"2-0"})
+    assert buf.state_dict()["dispatched"] == ["2-0"]
+    again = ExperienceBuffer()
+    again.load_state(state)
+    again.dispatch(["1-0", "2-0"])  # the resume dispatches them again: allowed
+    again.add(ChunkRefs(("1-0",), "r", "s", "f"))
+    assert again.mark_trained() == 1
+    with pytest.raises(LedgerError, match="dispatched again"):
+        again.dispatch(["1-0"])

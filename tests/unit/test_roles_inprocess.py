@@ -50,7 +50,7 @@ def test_rollout_layout_and_eos_in_mask(worker_and_rollout):
 def test_behaviour_logprobs_match_a_forward_pass(worker_and_rollout):
     cfg, worker, ro = worker_and_rollout
     logprobs, _ = response_logprobs(
-        worker.model, ro.input_ids, ro.attention_mask, ro.prompt_ids.shape[1], 0.7
+        worker.engine.model, ro.input_ids, ro.attention_mask, ro.prompt_ids.shape[1], 0.7
     )
     diff = ((logprobs - ro.logprobs) * ro.response_mask).abs().max()
     assert diff < 1e-4  # same positions, same temperature: generation and training agree

@@ -89,7 +89,7 @@ def test_rollout_mask_keeps_the_eos_that_ended_each_row(eos_model, prompts_file)
     assert ended_early >= 2, ro.response_ids
     # The EOS log-probs are the policy's: a forward pass over the masked layout agrees.
     forward, _ = response_logprobs(
-        worker.model, ro.input_ids, ro.attention_mask, ro.prompt_ids.shape[1], 1.0
+        worker.engine.model, ro.input_ids, ro.attention_mask, ro.prompt_ids.shape[1], 1.0
     )
     assert ((forward - ro.logprobs) * ro.response_mask).abs().max() < 1e-4
 
@@ -217,11 +217,11 @@ def _as(kind: str, weights: dict[str, torch.Tensor]) -> FlatWeights | dict[str, 
 def test_load_weights_puts_every_value_in_the_model_used_to_generate(worker, tiny_model, kind):
     """Catches load_weights loading nothing, loading into a copy or breaking the tied head."""
     weights = _random_weights(tiny_model)
-    before = {n: p.detach().clone() for n, p in worker.model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in worker.engine.model.named_parameters()}
     assert all(not torch.equal(before[n], w) for n, w in weights.items())
     assert worker.load_weights(_as(kind, weights), 5) == 5
     assert worker.get_policy_version() == 5
-    model = worker.model
+    model = worker.engine.model
     params = dict(model.named_parameters())
     assert set(params) == set(weights)
     for name, param in params.items():
@@ -261,8 +261,8 @@ def test_load_weights_with_renamed_keys_raises_and_keeps_the_version(
     else:
         name = "transformer.h.1.mlp.c_fc.weight"
         weights["transformer.h.1.mlp.fc_in.weight"] = weights.pop(name)
-    before = {n: p.detach().clone() for n, p in worker.model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in worker.engine.model.named_parameters()}
     with pytest.raises(ValueError, match="weight sync mismatch"):
         worker.load_weights(_as(kind, weights), 5)
     assert worker.get_policy_version() == 0
-    assert all(torch.equal(p, before[n]) for n, p in worker.model.named_parameters())
+    assert all(torch.equal(p, before[n]) for n, p in worker.engine.model.named_parameters())

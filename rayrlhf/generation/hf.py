@@ -1,0 +1,80 @@
+"""Generation with Hugging Face ``generate``: batched, left-padded, with the KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from rayrlhf.algos.losses import logprobs_from_logits
+from rayrlhf.config import Config
+from rayrlhf.models import load_policy
+from rayrlhf.weight_sync import load_full_state_dict
+
+
+class HFEngine:
+    """The policy as a Hugging Face model on ``learner.device``, in ``learner.precision``."""
+
+    def __init__(self, config: Config, tokenizer) -> None:
+        self.cfg, self.tokenizer = config.rollout, tokenizer
+        self.device = torch.device(config.learner.device)
+        self.model = load_policy(config.model.policy, config.learner.precision).to(self.device)
+        self.model.eval().requires_grad_(False)  # never trained here; weights come from sync
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        chunk_seed: int,
+        row_seeds: list[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, P) left-padded prompts → (B, R) response ids and (B, R) behaviour log-probs.
+
+        One generator seeded by ``chunk_seed`` samples the whole chunk (``row_seeds`` unused):
+        a chunk re-run anywhere samples the same responses.
+        """
+        tok = self.tokenizer
+        torch.manual_seed(chunk_seed)
+        out = self.model.generate(
+            input_ids=prompt_ids.to(self.device),
+            attention_mask=prompt_mask.to(self.device),
+            do_sample=True,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            top_k=0,  # the sampled distribution must be the policy's, not a top-k cut of it
+            max_new_tokens=self.cfg.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            use_cache=True,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        response_ids = out.sequences[:, prompt_ids.shape[1] :]
+        logits = torch.stack(out.logits, dim=1) / self.cfg.temperature  # (B, R, V)
+        return response_ids.cpu(), logprobs_from_logits(logits, response_ids).float().cpu()
+
+    def load_weights(
+        self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+    ) -> None:
+        """Copy a full state dict (Hugging Face names) into the model, all names checked."""
+        load_full_state_dict(self.model, weights)
+
+    def named_shapes(self) -> list[tuple[str, torch.Size]]:
+        """The model's parameters (tied ones once) in module order."""
+        return [(n, p.shape) for n, p in self.model.named_parameters()]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype weights arrive in."""
+        return next(self.model.parameters()).dtype
+
+    def checksum(self) -> float:
+        """Sum of all parameters."""
+        return float(sum(p.double().sum() for p in self.model.parameters()))
+
+    def sleep(self) -> None:
+        """Nothing to release: the model stays resident."""
+
+    def wake(self) -> None:
+        """Nothing to restore."""
