@@ -20,6 +20,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GPT-2 with one head of 64 (vLLM's CPU attention takes no head size under 32)."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-vllm") / "model", heads=1)
+
+
+@pytest.fixture(scope="session")
 def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A JSONL prompts file."""
     path = tmp_path_factory.mktemp("data") / "prompts.jsonl"

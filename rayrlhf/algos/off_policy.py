@@ -55,8 +55,8 @@ def staleness_counts(versions: Tensor, current: int, max_staleness: int) -> list
     age = current - versions
     if (age < 0).any() or (age > max_staleness).any():
         raise ValueError(
-            f"samples of policy versions {versions.unique().tolist()} at learner version "
-            f"{current}: accepted are {current - max_staleness}..{current} "
-            f"(rollout.max_staleness={max_staleness})"
+            f"samples of an old policy version (or one the learner never had): versions "
+            f"{versions.unique().tolist()} at learner version {current}; accepted are "
+            f"{current - max_staleness}..{current} (rollout.max_staleness={max_staleness})"
         )
     return torch.bincount(age.long(), minlength=max_staleness + 1).tolist()

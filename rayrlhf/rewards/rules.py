@@ -20,3 +20,9 @@ def contains_target_word(prompts: list[str], responses: list[str]) -> list[float
     Groups of samples often score all 0 or all 1 under it, which is what dynamic sampling is for.
     """
     return [float(TARGET_WORD in response.split()) for response in responses]
+
+
+def brevity(prompts: list[str], responses: list[str]) -> list[float]:
+    """1 - (words / 32), floored at 0: shorter answers score higher. A reward that varies within
+    every group of a real model's samples, for checks that need a non-zero gradient."""
+    return [max(0.0, 1.0 - len(response.split()) / 32) for response in responses]

@@ -100,6 +100,5 @@ def test_the_received_stream_rebuilds_the_senders_weights(bucket_bytes):
     stream = receive_params(_Receiver(wire), layout, torch.float32, bucket_bytes, cpu)
     load_full_state_dict(receiver, stream)
     assert all(
-        torch.equal(a, b)
-        for a, b in zip(sender.parameters(), receiver.parameters(), strict=True)
+        torch.equal(a, b) for a, b in zip(sender.parameters(), receiver.parameters(), strict=True)
     )
