@@ -30,6 +30,7 @@ from typing import Any
 import ray
 import torch
 
+from rayrlhf.algos.off_policy import staleness_counts
 from rayrlhf.buffer import fetch
 from rayrlhf.config import Config, RewardConfig
 from rayrlhf.experience import PromptChunk, ReferenceLogprobs, Rollout, Scores, join_chunks
@@ -41,6 +42,7 @@ ENV = {
     "latency_s": "RAYRLHF_SIM_LATENCY_S",
     "response_tokens": "RAYRLHF_SIM_RESPONSE_TOKENS",
     "weights_mb": "RAYRLHF_SIM_WEIGHTS_MB",
+    "train_s": "RAYRLHF_SIM_TRAIN_S",
 }
 VOCAB = 49152  # SmolLM2's vocabulary size: only the id range, ids are random
 TENSOR_MB = 2.0  # the simulated state dict is cut into tensors of this size (a model has many)
@@ -48,11 +50,13 @@ TENSOR_MB = 2.0  # the simulated state dict is cut into tensors of this size (a 
 
 @dataclass(frozen=True)
 class SimSettings:
-    """What the simulation models: per-chunk generation latency, response length, weight size."""
+    """What the simulation models: per-chunk generation latency, response length, weight size,
+    and the learner's training time per step."""
 
     latency_s: float = 0.5
     response_tokens: int = 128
     weights_mb: float = 50.0
+    train_s: float = 0.0
 
     @classmethod
     def from_env(cls) -> SimSettings:
@@ -62,6 +66,7 @@ class SimSettings:
             latency_s=float(os.environ.get(ENV["latency_s"], d.latency_s)),
             response_tokens=int(os.environ.get(ENV["response_tokens"], d.response_tokens)),
             weights_mb=float(os.environ.get(ENV["weights_mb"], d.weights_mb)),
+            train_s=float(os.environ.get(ENV["train_s"], d.train_s)),
         )
 
     def export(self) -> None:
@@ -101,13 +106,19 @@ class SimRolloutWorker:
         """No weights are held: always 0.0 (kept for interface parity)."""
         return 0.0
 
-    def generate(self, chunk: PromptChunk) -> Rollout:
+    def generate(
+        self, chunk: PromptChunk, version: int | None = None, weights: list | None = None
+    ) -> Rollout:
         """Sleep the simulated latency, then return a Rollout of realistic shapes and sizes.
 
-        Shapes: prompt (B, ``rollout.max_prompt_tokens``), response (B, ``response_tokens``);
-        each row's response ends at a random length (its EOS), log-probs are 0 off the mask.
+        ``version``/``weights`` as the real worker's: a chunk of another version first loads
+        ``weights[0]`` (asynchronous training). Shapes: prompt (B, ``rollout.max_prompt_tokens``),
+        response (B, ``response_tokens``); each row's response ends at a random length (its EOS),
+        log-probs are 0 off the mask.
         """
         start = time.perf_counter()
+        if version is not None and version != self.policy_version:
+            self.load_weights(ray.get(weights[0]), version)
         time.sleep(self.sim.latency_s)
         seed = zlib.crc32(f"{self.seed}/{chunk.sample_ids[0]}".encode())  # by chunk, as real
         gen = torch.Generator().manual_seed(seed)
@@ -197,12 +208,9 @@ class SimLearner:
         t_ready = time.perf_counter()
         batch = join_chunks(fetch(rollouts), fetch(scores), fetch(refs), rows)
         t_fetch = time.perf_counter()
-        stale = (batch.policy_versions != self.policy_version).sum().item()
-        if stale:
-            raise RuntimeError(
-                f"rank {self.rank}: {stale} samples generated with an old policy version "
-                f"(expected {self.policy_version}, got {batch.policy_versions.unique().tolist()})"
-            )
+        k = self.config.rollout.max_staleness
+        staleness = staleness_counts(batch.policy_versions, self.policy_version, k)
+        time.sleep(self.sim.train_s)  # the simulated optimizer step
         self.policy_version += 1
         cfg, mask = self.config, batch.response_mask
         n, n_tok = float(len(batch)), float(mask.sum())
@@ -234,6 +242,7 @@ class SimLearner:
             "policy/entropy": 0.0,
             "value/clip_fraction": 0.0,
             "samples_text": [],
+            **({f"staleness/{a}": float(c) for a, c in enumerate(staleness)} if k else {}),
         }
 
     def policy_state_dict(self) -> FlatWeights | None:

@@ -1,13 +1,15 @@
 """TRL's GRPOTrainer against rayrlhf GRPO and PPO, side by side in one invocation.
 
     .venv/bin/python benchmarks/vs_trl.py [--steps 20] [--completions 16] [--group-size 8]
+        [--only trl|grpo|grpo_async|ppo ...]
 
 Same tiny model folder (GPT-2 4×128, random), same reward function
 (``rayrlhf.rewards.rules:target_word_frequency``), same completions per step, group size,
 maximum new tokens, temperature, learning rate and KL coefficient, same number of steps.
 rayrlhf's step size counts prompts (``rollout.prompts_per_step``); a step trains on
 prompts × ``group_size`` completions, so 16 completions in groups of 8 are 2 prompts a step (PPO:
-16 prompts, one completion each).
+16 prompts, one completion each). ``grpo_async`` is GRPO with ``rollout.max_staleness=1``: the
+next step generates while this one trains.
 
 TRL is no dependency of rayrlhf: its run happens in a virtual environment of its own
 (``~/.cache/rayrlhf/trl-venv``: ``trl==1.16.0`` beside the CPU torch wheel), made here when
@@ -75,7 +77,10 @@ def run_rayrlhf(args: argparse.Namespace, model: Path, prompts: Path, tmp: Path,
     from rayrlhf.config import load
     from rayrlhf.loops.ppo import PPOTrainer
 
-    group = args.group_size if algo != "ppo" else 1
+    # grpo_async: GRPO with generation one step ahead of training (rollout.max_staleness=1).
+    staleness = 1 if algo.endswith("_async") else 0
+    algo_name = algo.removesuffix("_async")
+    group = args.group_size if algo_name != "ppo" else 1
     cfg = load(
         None,
         [
@@ -87,7 +92,8 @@ def run_rayrlhf(args: argparse.Namespace, model: Path, prompts: Path, tmp: Path,
             "run.progress_bar=false",
             "run.log_samples=0",
             f"run.num_steps={args.steps}",
-            f"algorithm.name={algo}",
+            f"algorithm.name={algo_name}",
+            f"rollout.max_staleness={staleness}",
             f"rollout.prompts_per_step={args.completions // group}",
             f"rollout.group_size={group}",
             f"rollout.chunk_size={args.completions // group}",  # one generate call a step
@@ -128,7 +134,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-coef", type=float, default=0.04)
-    ap.add_argument("--only", choices=("trl", "grpo", "ppo"), action="append")
+    ap.add_argument("--only", choices=("trl", "grpo", "grpo_async", "ppo"), action="append")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
@@ -142,7 +148,7 @@ def main() -> None:
         prompts.write_text(
             "".join(json.dumps({"prompt": " ".join(WORDS[i : i + 3])}) + "\n" for i in range(20))
         )
-        for name in args.only or ("trl", "grpo", "ppo"):
+        for name in args.only or ("trl", "grpo", "grpo_async", "ppo"):
             if name == "trl":
                 runs["trl_grpo"] = run_trl(args, model, prompts, tmp)
             else:
@@ -165,7 +171,7 @@ def main() -> None:
             **({"phases_s": r["phases"]} if "phases" in r else {}),
         }
     if "trl_grpo" in out:
-        for name in ("rayrlhf_grpo", "rayrlhf_ppo"):
+        for name in ("rayrlhf_grpo", "rayrlhf_grpo_async", "rayrlhf_ppo"):
             if name in out:
                 ratio = out[name]["samples_per_s"] / out["trl_grpo"]["samples_per_s"]
                 out[f"ratio_{name.removeprefix('rayrlhf_')}_vs_trl"] = round(ratio, 2)

@@ -33,12 +33,16 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Workload:
-    """Token shapes: training micro-batch, prompt+response length, sequences per generate call."""
+    """Token shapes: training micro-batch, prompt+response length, sequences per generate call;
+    the rollout engine: ``vllm_memory`` is vLLM's ``gpu_memory_utilization`` (None: Hugging
+    Face generate) and ``tensor_parallel`` the GPUs one engine spans."""
 
     micro_batch: int = 1
     seq_len: int = 1024
     rollout_batch: int = 16
     flash: bool = False
+    vllm_memory: float | None = None
+    tensor_parallel: int = 1
 
 
 @dataclass(frozen=True)
@@ -202,20 +206,51 @@ def learner_cpu_bytes(
     return max(load, build, steady)
 
 
+def rollout_gpu(policy: ModelShape, work: Workload, gpu_mem: int) -> dict[str, int]:
+    """Per-GPU bytes of a rollout worker: its weights, KV cache and transients.
+
+    Hugging Face generate holds what one batch needs. vLLM takes ``vllm_memory`` of the GPU at
+    start and keeps it: weights (split over ``tensor_parallel`` GPUs), activations, and all the
+    rest as KV cache; the plan fails when that share cannot hold one batch's KV cache.
+    """
+    s, b, p, tp = work.seq_len, work.rollout_batch, policy, work.tensor_parallel
+    parts = {
+        "weights": m.BF16 * p.params // tp,
+        "kv_cache": m.kv_cache_bytes(p.layers, p.kv_heads, p.head_dim, b, s) // tp,
+        # Prefill of one layer + per-token fp32 logits for sampling (only the last position).
+        "transient": m.layer_activation_bytes(s, b, p.hidden, p.heads // tp, work.flash)
+        + b * p.vocab * (m.BF16 + m.FP32),
+    }
+    if work.vllm_memory is None:
+        return parts
+    share = int(work.vllm_memory * gpu_mem)
+    needed = sum(parts.values())
+    # vLLM hands whatever its share leaves to the KV cache (more batches in flight, not less).
+    parts["kv_cache"] = max(parts["kv_cache"], share - parts["weights"] - parts["transient"])
+    parts["overhead"] = m.CONTEXT_BYTES  # its allocation is up front: no fragmentation on top
+    parts["total"] = sum(parts.values())
+    if needed > share:  # the engine refuses to start: raise gpu_memory_utilization or TP
+        parts["short_of_vllm_share"] = needed - share
+    return parts
+
+
+def gpu_fits(parts: dict[str, int], gpu_mem: int) -> bool:
+    """Whether a non-learner GPU's parts fit its memory (and vLLM's share holds a batch)."""
+    return parts["total"] <= gpu_mem and not parts.get("short_of_vllm_share")
+
+
 def other_gpus(
-    policy: ModelShape, reward: ModelShape | None, work: Workload, plc: Placement
+    policy: ModelShape,
+    reward: ModelShape | None,
+    work: Workload,
+    plc: Placement,
+    gpu_mem: int = 80 * m.GIB,
 ) -> dict[str, dict[str, int]]:
     """Per-GPU bytes of the non-learner GPU kinds: rollout, reference, reward (or shared)."""
     s = work.seq_len
     b = work.rollout_batch
     p = policy
-    rollout = {
-        "weights": m.BF16 * p.params,
-        "kv_cache": m.kv_cache_bytes(p.layers, p.kv_heads, p.head_dim, b, s),
-        # Prefill of one layer + per-token fp32 logits for sampling (only the last position).
-        "transient": m.layer_activation_bytes(s, b, p.hidden, p.heads, work.flash)
-        + b * p.vocab * (m.BF16 + m.FP32),
-    }
+    rollout = rollout_gpu(policy, work, gpu_mem)
     ref = {
         "weights": m.BF16 * p.params,
         "transient": m.inference_bytes(s, b, p.hidden, p.heads, p.vocab, work.flash),
@@ -236,6 +271,8 @@ def other_gpus(
         if rew is not None:
             out["reward"] = rew
     for name, parts in out.items():
+        if "total" in parts:  # vLLM's rollout: sized up front
+            continue
         procs = 2 if name == "reference+reward" else 1
         parts["overhead"], parts["total"] = m.with_overhead(sum(parts.values()), procs)
     return out
@@ -271,8 +308,8 @@ def plan(
 ) -> dict[str, Any]:
     """Learner rows for every choice, the other GPUs, and the fitting choices, preferred first."""
     rows = [learner_row(shape, reward, cluster, work, plc, st, off) for st, off in options(stages)]
-    others = other_gpus(shape, reward, work, plc)
-    others_fit = all(v["total"] <= cluster.gpu_mem_gib * m.GIB for v in others.values())
+    others = other_gpus(shape, reward, work, plc, int(cluster.gpu_mem_gib * m.GIB))
+    others_fit = all(gpu_fits(v, int(cluster.gpu_mem_gib * m.GIB)) for v in others.values())
     return {
         "rows": rows,
         "others": others,

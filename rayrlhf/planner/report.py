@@ -10,7 +10,16 @@ from typing import Any
 
 from rayrlhf.algos.algorithms import ALGORITHMS
 from rayrlhf.planner import memory as m
-from rayrlhf.planner.plan import Cluster, LearnerRow, Placement, Workload, place, plan, search
+from rayrlhf.planner.plan import (
+    Cluster,
+    LearnerRow,
+    Placement,
+    Workload,
+    gpu_fits,
+    place,
+    plan,
+    search,
+)
 from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of, without_critic
 
 COLS = ("weights16", "grads16", "optim", "grad32", "live", "buffers")
@@ -80,7 +89,7 @@ def others_table(p: dict[str, Any], cl: Cluster, plc: Placement) -> str:
     }
     out = ["Other GPUs, GiB per GPU (all roles stay resident between phases)"]
     for name, parts in p["others"].items():
-        fit = "FITS" if parts["total"] <= cl.gpu_mem_gib * m.GIB else "DOES NOT FIT"
+        fit = "FITS" if gpu_fits(parts, int(cl.gpu_mem_gib * m.GIB)) else "DOES NOT FIT"
         comp = ", ".join(f"{k} {v / m.GIB:.1f}" for k, v in parts.items() if k != "total")
         out.append(f"  {name:17} ×{count[name]}: {comp}; total {parts['total'] / m.GIB:.1f}  {fit}")
     return "\n".join(out)
@@ -215,6 +224,24 @@ def _parser() -> argparse.ArgumentParser:
         help="only this stage (repeatable)",
     )
     ap.add_argument(
+        "--rollout-backend",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="rollout.backend: vLLM reserves --vllm-memory of each rollout GPU up front",
+    )
+    ap.add_argument(
+        "--vllm-memory",
+        type=float,
+        default=0.5,
+        help="rollout.vllm.gpu_memory_utilization (with --rollout-backend vllm)",
+    )
+    ap.add_argument(
+        "--tensor-parallel",
+        type=int,
+        default=1,
+        help="rollout.vllm.tensor_parallel_size: GPUs one vLLM engine spans",
+    )
+    ap.add_argument(
         "--algorithm",
         default="ppo",
         choices=list(ALGORITHMS),
@@ -239,7 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"rayrlhf plan: {err}", file=sys.stderr)
         return 2
-    work = Workload(args.micro_batch, args.seq_len, args.rollout_batch, args.flash_attention)
+    vllm = args.vllm_memory if args.rollout_backend == "vllm" else None
+    work = Workload(
+        args.micro_batch,
+        args.seq_len,
+        args.rollout_batch,
+        args.flash_attention,
+        vllm,
+        args.tensor_parallel if vllm is not None else 1,
+    )
     stages = sorted(set(args.zero_stage or [0, 1, 2, 3]))
     p = plan(shape, reward, cl, work, plc, stages)
     alt = None if p["fitting"] else search(shape, reward, cl, work, stages, args.spread_learner)

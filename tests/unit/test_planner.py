@@ -184,3 +184,19 @@ def test_a_critic_free_algorithm_plans_no_value_model(capsys):
     assert g["gib"]["optim"] < 0.55 * p["gib"]["optim"]  # the policy's Adam states alone
     assert g["gib"]["buffers"] == p["gib"]["buffers"] / 2  # one engine's buckets, not two
     assert g["total_gib"]["ckpt"] < p["total_gib"]["ckpt"] - 60
+
+
+def test_vllm_rollout_gpus_hold_their_share_and_refuse_a_share_too_small():
+    """vLLM reserves gpu_memory_utilization of the GPU up front (the rest of it beyond the
+    weights is KV cache); tensor parallelism splits the weights; a share that cannot hold the
+    weights and one batch does not fit, whatever the GPU's size."""
+    from rayrlhf.planner.plan import gpu_fits, rollout_gpu
+
+    shape, gib = shape_of("gpt-neox-20b"), m.GIB
+    hf = rollout_gpu(shape, Workload(), 80 * gib)
+    assert set(hf) == {"weights", "kv_cache", "transient"}
+    big = rollout_gpu(shape, Workload(vllm_memory=0.9, tensor_parallel=2), 80 * gib)
+    assert big["weights"] == hf["weights"] // 2
+    assert big["total"] == int(0.9 * 80 * gib) + m.CONTEXT_BYTES and gpu_fits(big, 80 * gib)
+    small = rollout_gpu(shape, Workload(vllm_memory=0.3), 80 * gib)
+    assert small["short_of_vllm_share"] > 0 and not gpu_fits(small, 80 * gib)
