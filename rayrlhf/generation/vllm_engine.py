@@ -28,6 +28,8 @@ def _import_vllm():
     # In-process engine: no engine-core subprocess (the worker is already its own process, and
     # the weights must be reachable from it).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # Its per-call INFO lines and CPU thread-binding warnings would bury the run's own output.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     try:
         import vllm
     except ImportError as err:

@@ -1,6 +1,6 @@
 """Asynchronous training (``rollout.max_staleness``) on a local Ray: every sample trained once,
-the staleness histogram, and an exact resume of a run stopped with a step in flight, during
-which a rollout worker dies while it generates a step ahead."""
+the staleness histogram, a resize with steps in flight, and an exact resume of a run stopped
+with a step in flight, during which a rollout worker dies while it generates a step ahead."""
 
 from __future__ import annotations
 
@@ -37,22 +37,27 @@ def _async(make_config, name: str, staleness: int = 1):
 def test_async_trains_each_sample_once_and_resumes_exactly_past_a_dead_worker(
     ray_local, make_config
 ):
-    """5 steps at staleness 1 straight, against a copy of that run's folder at its step-2
-    checkpoint (step 2 then generating ahead, with version 1) resumed for 3 more steps, during
-    which the rollout worker is killed while it generates step 3 ahead of training: equal
-    parameters, optimizer state, metrics and ledger."""
+    """5 steps at staleness 1, resized to 2 rollout workers after step 2 and back to 1 after
+    step 3 (the removed worker's step ahead finishes first), against a copy of that run's folder
+    at its step-2 checkpoint (step 2 then generating ahead, with version 1) resumed for 3 more
+    steps on one worker, which is killed while it generates step 3 ahead of training: equal
+    parameters, optimizer state, metrics and ledger (samples depend on ids, not workers)."""
     copied: list = []
 
-    def stop_and_copy(trainer: PPOTrainer) -> None:
+    def stop_copy_and_resize(trainer: PPOTrainer) -> None:
         trainer.run(2)
         copied.append(shutil.copytree(trainer.run_dir, trainer.run_dir.parent / "async-resume"))
+        trainer.set_rollout_workers(2)
+        trainer.run(1)
+        trainer.set_rollout_workers(1)
 
-    clean = train(_async(make_config, "async-clean"), patch=stop_and_copy)
+    clean = train(_async(make_config, "async-clean"), patch=stop_copy_and_resize)
     rows = clean["rows"]
     assert list(clean["ledger"].values()) == [SampleState.TRAINED] * 5 * 8  # nothing left over
     assert [r["staleness/0"] for r in rows] == [8, 0, 0, 0, 0]  # step 0 is fresh, then 1 behind
     assert [r["staleness/1"] for r in rows] == [0, 8, 8, 8, 8]
     assert all(r["samples"] == 8 for r in rows)
+    assert [r["rollout/workers"] for r in rows] == [1, 1, 2, 1, 1]
     assert rows[0]["rollout/logprob_mismatch"] < 1e-4  # fresh samples: the same weights
     assert all(0 < r["off_policy/logprob_gap"] for r in rows[1:])  # stale ones: the policy moved
     assert all(abs(r["off_policy/weight_mean"] - 1) < 0.2 for r in rows)
@@ -77,3 +82,4 @@ def test_async_trains_each_sample_once_and_resumes_exactly_past_a_dead_worker(
     assert comparable(second["rows"]) == comparable(clean["rows"])
     assert second["ledger"] == clean["ledger"]
     assert second["rows"][-1]["faults/worker_restarts"] == 1
+    assert clean["rows"][-1]["faults/worker_restarts"] == 0  # the removal killed no chunk
