@@ -4,13 +4,10 @@ with a step in flight, during which a rollout worker dies while it generates a s
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 
 import pytest
-import ray
-from trained import train
+from trained import kill_rollout_at_dispatch, train
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.loops.ppo import PPOTrainer
@@ -64,20 +61,8 @@ def test_async_trains_each_sample_once_and_resumes_exactly_past_a_dead_worker(
     checkpoint = copied[0] / "checkpoints/step-00000002"
     assert (checkpoint / "rollout_weights/v1.pt").exists()  # step 2's generating version
 
-    def kill_while_generating_ahead(trainer: PPOTrainer) -> None:
-        dispatch, count = trainer.runner._dispatch, [0]
-
-        def patched(i, chunk, batch):
-            flight = dispatch(i, chunk, batch)
-            count[0] += 1
-            if count[0] == 3:  # the resumed step 2's chunks were 1-2: this is step 3, ahead
-                pid = ray.get(flight.actors[0].__ray_call__.remote(lambda s: os.getpid()))
-                os.kill(pid, signal.SIGKILL)
-            return flight
-
-        trainer.runner._dispatch = patched
-
-    second = train(_async(make_config, "async-resume"), patch=kill_while_generating_ahead)
+    # The resumed step 2's chunks are dispatches 1-2; the third is step 3's, generating ahead.
+    second = train(_async(make_config, "async-resume"), patch=kill_rollout_at_dispatch(3))
     assert second["digests"] == clean["digests"]
     assert comparable(second["rows"]) == comparable(clean["rows"])
     assert second["ledger"] == clean["ledger"]

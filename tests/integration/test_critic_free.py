@@ -6,13 +6,11 @@ The same rollout, reward and reference workers and the same learner class as PPO
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 
 import pytest
 import ray
-from trained import train
+from trained import kill_rollout_at_dispatch, train
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.loops.ppo import PPOTrainer
@@ -142,20 +140,8 @@ def test_grpo_dynamic_sampling_resumes_exactly_with_a_worker_killed_mid_group(
         r["group/dropped"] + r["group/surplus"] for r in clean["rows"]
     )
 
-    def kill_mid_group(trainer):
-        dispatch, count = trainer.runner._dispatch, [0]
-
-        def patched(i, chunk):
-            flight = dispatch(i, chunk)
-            count[0] += 1
-            if count[0] == 2:  # a group of step 3 in generation
-                pid = ray.get(flight.actors[0].__ray_call__.remote(lambda s: os.getpid()))
-                os.kill(pid, signal.SIGKILL)
-            return flight
-
-        trainer.runner._dispatch = patched
-
-    second = train(_dynamic(make_config, "dyn-resume"), patch=kill_mid_group)
+    # The second chunk dispatched after the resume: a group of step 3 in generation.
+    second = train(_dynamic(make_config, "dyn-resume"), patch=kill_rollout_at_dispatch(2))
     assert second["digests"] == clean["digests"]
     assert comparable(second["rows"]) == comparable(clean["rows"])
     assert second["ledger"] == clean["ledger"]

@@ -14,14 +14,12 @@ import subprocess
 import sys
 
 import pytest
-import ray
-from trained import train
+from trained import on_dispatch, pid_of, train
 
 from rayrlhf import checkpoint
 from rayrlhf.buffer import SampleState
 from rayrlhf.config import load
 from rayrlhf.faults import RunFailed
-from rayrlhf.loops.ppo import PPOTrainer
 from rayrlhf.metrics import comparable, read_metrics
 
 pytestmark = pytest.mark.integration
@@ -97,34 +95,16 @@ def test_n_steps_stop_resume_n_steps_equals_2n(survival, clean_one, clean_two, r
     assert clean_one["rows"][0]["data/prompts_skipped"] == 1  # the malformed prompt row
 
 
-def _pid(actor) -> int:
-    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
-
-
-def _on_dispatch(trainer: PPOTrainer, actions: dict) -> None:
-    """Run ``actions[n](flight)`` right after the n-th chunk dispatch (4 chunks a step)."""
-    dispatch, count = trainer.runner._dispatch, [0]
-
-    def patched(i, chunk):
-        flight = dispatch(i, chunk)
-        count[0] += 1
-        if count[0] in actions:
-            actions[count[0]](flight)
-        return flight
-
-    trainer.runner._dispatch = patched
-
-
 def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
     """A rollout worker hung (SIGSTOP) in step 1, a rollout, a reward and a reference worker
     killed (SIGKILL of their processes) mid-step in steps 2-4: same run as without them."""
 
     def kill(role_index: int, sig: int = signal.SIGKILL):
-        return lambda flight: os.kill(_pid(flight.actors[role_index]), sig)
+        return lambda flight: os.kill(pid_of(flight.actors[role_index]), sig)
 
     actions = {1: kill(0, signal.SIGSTOP), 5: kill(0), 10: kill(1), 15: kill(2)}
     overrides = survival[1]("kills", *ONE_RANK, "timeouts.rollout_s=10")
-    run = _train(overrides, patch=lambda t: _on_dispatch(t, actions))
+    run = _train(overrides, patch=lambda t: on_dispatch(t, actions))
     _assert_same_run(run, clean_one)
     last = run["rows"][-1]
     assert last["faults/worker_restarts"] == 4
@@ -135,11 +115,11 @@ def test_a_dead_learner_rank_restarts_the_group_from_the_checkpoint(survival, cl
     trainers = []
 
     def kill_rank_1(flight):  # mid-step 3, after the step-2 checkpoint
-        os.kill(_pid(trainers[0].learners.actors[1]), signal.SIGKILL)
+        os.kill(pid_of(trainers[0].learners.actors[1]), signal.SIGKILL)
 
     def patch(trainer):
         trainers.append(trainer)
-        _on_dispatch(trainer, {9: kill_rank_1})
+        on_dispatch(trainer, {9: kill_rank_1})
 
     run = _train(survival[1]("learner-kill", *TWO_RANKS), patch=patch)
     _assert_same_run(run, clean_two)
@@ -150,10 +130,10 @@ def test_restarts_used_up_stop_the_run_with_a_checkpoint_and_the_cause(survival)
     overrides = survival[1]("used-up", *ONE_RANK, "run.max_worker_restarts=0")
 
     def kill(flight):
-        os.kill(_pid(flight.actors[0]), signal.SIGKILL)
+        os.kill(pid_of(flight.actors[0]), signal.SIGKILL)
 
     with pytest.raises(RunFailed) as err:
-        _train(overrides, patch=lambda t: _on_dispatch(t, {5: kill}))
+        _train(overrides, patch=lambda t: on_dispatch(t, {5: kill}))
     message = str(err.value)
     assert "run.max_worker_restarts=0" in message and "rollout rollout-" in message
     assert "ActorDiedError" in message and "checkpoint written after step 1" in message

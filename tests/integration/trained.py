@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
+
+import ray
 
 from rayrlhf.config import Config
 from rayrlhf.loops.ppo import PPOTrainer
@@ -27,3 +31,30 @@ def train(
         }
     finally:
         trainer.shutdown()
+
+
+def on_dispatch(trainer: PPOTrainer, actions: dict[int, Callable[[Any], None]]) -> None:
+    """Run ``actions[n](flight)`` right after the n-th chunk dispatch of ``trainer`` (counting
+    from 1): ``flight.actors`` are the actors doing that chunk, rollout first."""
+    dispatch, count = trainer.runner._dispatch, [0]
+
+    def patched(*args: Any) -> Any:
+        flight = dispatch(*args)
+        count[0] += 1
+        if count[0] in actions:
+            actions[count[0]](flight)
+        return flight
+
+    trainer.runner._dispatch = patched
+
+
+def pid_of(actor: Any) -> int:
+    """The process id of a Ray actor."""
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+def kill_rollout_at_dispatch(n: int) -> Callable[[PPOTrainer], None]:
+    """A ``patch`` for :func:`train`: SIGKILL the rollout worker of the ``n``-th chunk dispatched,
+    right after its calls are submitted, so it dies while it generates."""
+    kill = {n: lambda flight: os.kill(pid_of(flight.actors[0]), signal.SIGKILL)}
+    return lambda trainer: on_dispatch(trainer, kill)
