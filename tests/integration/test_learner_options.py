@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 )
 def test_offload_and_bf16_learner_paths(ray_local, make_config, tmp_path, variant):
     """The GPU-scale options (CPU offload of params and optimizer states, bf16) train on CPU."""
-    cfg = make_config("run.num_steps=2", *variant)
+    cfg = make_config("run.num_steps=2", "rollout.prompts_per_step=8", *variant)
     trainer = PPOTrainer(cfg, tmp_path / "run")
     try:
         history = trainer.run()

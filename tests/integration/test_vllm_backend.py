@@ -95,14 +95,16 @@ def test_vllm_grpo_by_broadcast_on_two_workers_samples_by_id(
     assert len(set(one.responses)) > 1, one.responses  # per-sample seeds: the group differs
 
 
-@pytest.mark.skipif(not SMOLLM2.exists(), reason="SmolLM2-135M missing: setup.sh --demo")
-@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
-def test_vllm_on_smollm2_matches_the_learner_after_each_update(
-    ray_local, make_config, tmp_path, algorithm
+@pytest.mark.skipif(not SMOLLM2.exists(), reason="SmolLM2-135M missing: setup.sh --smollm2")
+def test_vllm_grpo_on_smollm2_matches_the_learner_after_each_update(
+    ray_local, make_config, tmp_path
 ):
-    """Two steps on the real 135M model (fused q/k/v and gate/up, tied embeddings, a chat
+    """Two GRPO steps on the real 135M model (fused q/k/v and gate/up, tied embeddings, a chat
     template): the second step's samples come from the engine after its first in-place reload,
-    and the learner's log-probs still match them."""
+    and the learner's log-probs still match them. (PPO on SmolLM2 with vLLM is the README
+    pipeline with ``--set rollout.backend=vllm``; PPO's own path through vLLM is tested on the
+    tiny model above: one real-model launch keeps CI's time.)"""
+    algorithm = "grpo"
     cfg = make_config(
         f"model.policy={SMOLLM2}",
         "reward.function=rayrlhf.rewards.rules:brevity",
