@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import ray
+from trained import LEARNING
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.loops.ppo import PPOTrainer
@@ -18,13 +19,7 @@ def test_tiny_policy_learns_a_rule_based_reward(ray_local, make_config, tmp_path
     flat near 0.03: the margins below fail in each case.
     """
     cfg = make_config(
-        "run.num_steps=16",
-        "rollout.prompts_per_step=32",
-        "rollout.chunk_size=8",
-        "learner.minibatch_size=16",
-        "learner.micro_batch_size=16",
-        "learner.ppo_epochs=2",
-        "ppo.kl_coef=0.01",
+        *LEARNING,
     )
     trainer = PPOTrainer(cfg, tmp_path / "run")
     try:

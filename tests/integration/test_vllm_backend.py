@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from trained import LEARNING
 
 from rayrlhf.assets import cache_dir
 from rayrlhf.experience import PromptChunk
@@ -44,13 +45,7 @@ def test_vllm_ppo_learns_with_the_learners_weights_every_step(
     cfg = make_config(
         f"model.policy={tiny_vllm_model}",
         "rollout.backend=vllm",
-        "run.num_steps=16",
-        "rollout.prompts_per_step=32",
-        "rollout.chunk_size=8",
-        "learner.minibatch_size=16",
-        "learner.micro_batch_size=16",
-        "learner.ppo_epochs=2",
-        "ppo.kl_coef=0.01",
+        *LEARNING,
     )
     history = _run(cfg, tmp_path / "run")
     rewards = [m["reward/mean"] for m in history]

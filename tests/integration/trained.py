@@ -13,6 +13,17 @@ from rayrlhf.config import Config
 from rayrlhf.loops.ppo import PPOTrainer
 from rayrlhf.metrics import read_metrics
 
+# PPO's learning setup (reward = frequency of "good"): the margins of the learning tests hold at it.
+LEARNING = (
+    "run.num_steps=16",
+    "rollout.prompts_per_step=32",
+    "rollout.chunk_size=8",
+    "learner.minibatch_size=16",
+    "learner.micro_batch_size=16",
+    "learner.ppo_epochs=2",
+    "ppo.kl_coef=0.01",
+)
+
 
 def train(
     config: Config, steps: int | None = None, patch: Callable[[PPOTrainer], Any] | None = None
