@@ -392,8 +392,7 @@ class PPOTrainer:
         where = "the last checkpoint stands (the learners stopped mid-step)"
         if self._at_boundary:
             try:
-                in_flight = {sid for f in self.sampler.ahead.values() for sid in f.batch.sample_ids}
-                self.buffer.abandon(keep=in_flight if self.ahead else frozenset())
+                self.buffer.abandon(self.sampler.in_flight_ids() if self.ahead else frozenset())
                 where = f"checkpoint written after step {self.step}"
                 self.save_checkpoint()
             except Exception as ckpt_err:  # the cause may have taken the learners with it

@@ -102,6 +102,10 @@ class StepSampler:
         for flight in self.ahead.values():
             self.runner.finish(flight.batch)
 
+    def in_flight_ids(self) -> set[str]:
+        """The samples of the steps dispatched ahead (dispatched, not yet collected)."""
+        return {sid for f in self.ahead.values() for sid in f.batch.sample_ids}
+
     def in_flight(self) -> list[dict[str, int | None]]:
         """The steps dispatched ahead, as a checkpoint records them."""
         return [

@@ -15,7 +15,6 @@ into ``rollout_weights/`` (a zero-CPU task writes them, never the driver).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import ray
 
@@ -40,6 +39,7 @@ class PolicyVersions:
         return self.refs[version]
 
     def __getitem__(self, version: int) -> ray.ObjectRef:
+        """The weights of ``version`` (published or loaded from a checkpoint)."""
         return self.refs[version]
 
     def keep_from(self, oldest: int) -> None:
@@ -60,6 +60,6 @@ class PolicyVersions:
         read = cluster.zero_cpu_task(load_flat)
         self.refs = {v: read.remote(str(folder / FOLDER / f"v{v}.pt")) for v in versions}
 
-    def clear(self) -> Any:
+    def clear(self) -> None:
         """Forget every version (a learner restart reloads them from a checkpoint)."""
         self.refs = {}
