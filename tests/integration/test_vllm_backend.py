@@ -35,46 +35,21 @@ def _run(cfg, run_dir: Path, then=None) -> list[dict]:
     return history
 
 
-def test_vllm_ppo_learns_with_the_learners_weights_every_step(
+def test_vllm_ppo_learns_on_two_workers_fed_by_broadcast_and_samples_by_id(
     ray_local, make_config, tiny_vllm_model, tmp_path
 ):
-    """PPO's learning test (reward = frequency of "good", about 3% at first) with vLLM
-    generating. The learner recomputes every behaviour log-prob: a step whose weights did not
-    reach the engine shows as a mismatch of the size of the policy's change (0.01 and up here),
-    a sign flip or a broken gradient as a reward that does not rise."""
-    cfg = make_config(
-        f"model.policy={tiny_vllm_model}",
-        "rollout.backend=vllm",
-        *LEARNING,
-    )
-    history = _run(cfg, tmp_path / "run")
-    rewards = [m["reward/mean"] for m in history]
-    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
-    assert first < 0.1, rewards
-    assert last > 0.5 and last > first + 0.4, rewards
-    mismatch = [m["rollout/logprob_mismatch"] for m in history]
-    assert all(x < 1e-5 for x in mismatch), mismatch
-    assert all(m["policy/approx_kl"] > 0 for m in history[1:])  # the policy moved every step
-
-
-def test_vllm_grpo_by_broadcast_on_two_workers_samples_by_id(
-    ray_local, make_config, tiny_vllm_model, tmp_path
-):
-    """GRPO with the weights broadcast to two vLLM workers: every step's log-probs match; a
-    chunk generated on either worker gives the same samples; a group's samples differ."""
+    """PPO's learning test (reward = frequency of "good", about 3% at first) with two vLLM
+    workers that receive every update by broadcast (the object-store path is the SmolLM2 test's
+    below). The learner recomputes every behaviour log-prob: a step whose weights did not reach
+    an engine shows as a mismatch of the size of the policy's change (0.01 and up here), a sign
+    flip or a broken gradient as a reward that does not rise. After the run, one group's chunk
+    generated on either worker gives the same samples, and the group's samples differ."""
     cfg = make_config(
         f"model.policy={tiny_vllm_model}",
         "rollout.backend=vllm",
         "rollout.num_workers=2",
         "weight_sync.method=broadcast",
-        "algorithm.name=grpo",
-        "rollout.group_size=4",
-        "rollout.prompts_per_step=4",
-        "rollout.chunk_size=2",
-        "run.num_steps=3",
-        "learner.minibatch_size=16",
-        "learner.micro_batch_size=8",
-        "ppo.kl_coef=0.01",
+        *LEARNING,
     )
     chunk = PromptChunk([f"x-0.{j}" for j in range(4)], ["the movie was very"] * 4, group_size=4)
     outputs: list = []
@@ -83,8 +58,14 @@ def test_vllm_grpo_by_broadcast_on_two_workers_samples_by_id(
         outputs.extend(ray.get([w.generate.remote(chunk) for w in trainer.rollout.actors]))
 
     history = _run(cfg, tmp_path / "run", generate_on_both)
-    assert all(m["rollout/logprob_mismatch"] < 1e-5 for m in history)
+    rewards = [m["reward/mean"] for m in history]
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert first < 0.1, rewards
+    assert last > 0.5 and last > first + 0.4, rewards
+    mismatch = [m["rollout/logprob_mismatch"] for m in history]
+    assert all(x < 1e-5 for x in mismatch), mismatch
     assert all(m["sync/bytes"] > 0 for m in history)
+    assert all(m["policy/approx_kl"] > 0 for m in history[1:])  # the policy moved every step
     one, two = outputs
     assert one.responses == two.responses and (one.logprobs - two.logprobs).abs().max() < 1e-5
     assert len(set(one.responses)) > 1, one.responses  # per-sample seeds: the group differs
@@ -96,9 +77,9 @@ def test_vllm_grpo_on_smollm2_matches_the_learner_after_each_update(
 ):
     """Two GRPO steps on the real 135M model (fused q/k/v and gate/up, tied embeddings, a chat
     template): the second step's samples come from the engine after its first in-place reload,
-    and the learner's log-probs still match them. (PPO on SmolLM2 with vLLM is the README
-    pipeline with ``--set rollout.backend=vllm``; PPO's own path through vLLM is tested on the
-    tiny model above: one real-model launch keeps CI's time.)"""
+    and the learner's log-probs still match them; the weights go by the object store. (PPO on
+    SmolLM2 with vLLM is the README pipeline with ``--set rollout.backend=vllm``; PPO's own path
+    through vLLM is tested on the tiny model above: one real-model launch keeps CI's time.)"""
     algorithm = "grpo"
     cfg = make_config(
         f"model.policy={SMOLLM2}",
