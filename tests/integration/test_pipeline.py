@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 
 import pytest
 import torch
@@ -114,40 +113,30 @@ def test_pipeline_runs_every_stage_then_skips_them(ray_local, tiny_model, data, 
         run_pipeline(_config(tiny_model, data, tmp_path, "ppo.kl_coef=0.2"))
     assert (run / "config.yaml").read_text() == recorded
 
-    # A deleted SFT stage is trained again, and PPO, built on the old SFT model, with it.
-    shutil.rmtree(run / "sft")
-    capsys.readouterr()
-    run_pipeline(config)
-    out = capsys.readouterr().out
-    assert "[pipeline] sft: starting" in out and "[pipeline] reward_model: finished earlier" in out
-    assert "[pipeline] ppo: built on a stage that just ran again, redoing it" in out
+    # Which stages a rerun redoes (a deleted stage, those built on it, a stage that died
+    # part-way) is tested with stand-in stages in the unit tier: tests/unit/test_stages.py.
 
-    # A stage that died part-way (no done.json) is run again; the stages before it are not.
-    (run / "ppo" / "done.json").unlink()
-    capsys.readouterr()
-    run_pipeline(config)
-    out = capsys.readouterr().out
-    assert "[pipeline] sft: finished earlier" in out
-    assert "[pipeline] ppo: unfinished earlier run, starting it again" in out
-    assert (run / "ppo" / "done.json").exists()
+
+def _stage_config(tiny_model, data, out, stage: str, *extra):
+    """4 steps of ``stage``, checkpointed every 2 (SFT on 2 ZeRO-3 ranks, the RM on 1)."""
+    return _config(tiny_model, data, out, f"{stage}.max_steps=4", "run.checkpoint_every=2", *extra)
+
+
+@pytest.fixture(scope="module")
+def clean_sft(ray_local, tiny_model, data, tmp_path_factory):
+    """An uninterrupted 4-step SFT stage on 2 ZeRO-3 ranks: its folder and summary."""
+    out = tmp_path_factory.mktemp("clean_sft")
+    config = _stage_config(tiny_model, data, out, "sft")
+    return out / "clean", run_supervised_stage(config, "sft", out / "clean")
 
 
 def test_sft_gives_the_same_model_on_one_rank_and_two_zero3_ranks(
-    ray_local, tiny_model, data, tmp_path
+    tiny_model, data, tmp_path, clean_sft
 ):
     """Losses are means over the global minibatch: the rank count must not change the result."""
-    results = []
-    for ranks, stage in ((1, 2), (2, 3)):
-        config = _config(
-            tiny_model,
-            data,
-            tmp_path,
-            f"sft.learner.num_ranks={ranks}",
-            f"sft.learner.zero_stage={stage}",
-            "sft.max_steps=4",
-        )
-        results.append(run_supervised_stage(config, "sft", tmp_path / f"sft-{ranks}"))
-    one, two = results
+    one_rank = ("sft.learner.num_ranks=1", "sft.learner.zero_stage=2")
+    config = _stage_config(tiny_model, data, tmp_path, "sft", *one_rank)
+    one, two = run_supervised_stage(config, "sft", tmp_path / "sft-1"), clean_sft[1]
     assert one["eval/loss"] < one["eval/loss_before"]
     assert abs(one["eval/loss"] - two["eval/loss"]) < 1e-4
     assert abs(one["loss/train"] - two["loss/train"]) < 1e-4
@@ -174,7 +163,7 @@ def test_pipeline_command_fails_on_bad_rows(ray_local, tiny_model, data, tmp_pat
 
 @pytest.mark.parametrize("stage", ["sft", "reward_model"])
 def test_a_stage_that_died_mid_way_resumes_to_the_uninterrupted_result(
-    ray_local, tiny_model, data, tmp_path, monkeypatch, stage
+    ray_local, tiny_model, data, tmp_path, monkeypatch, stage, request
 ):
     """Checkpoints every 2 steps; the driver dies in step 3; the rerun resumes from step 2 and
     saves the parameters an uninterrupted stage saves (SFT on 2 ZeRO-3 ranks, RM on 1)."""
@@ -183,8 +172,12 @@ def test_a_stage_that_died_mid_way_resumes_to_the_uninterrupted_result(
     from rayrlhf.faults import RunFailed
     from rayrlhf.metrics import RunLogger, read_metrics
 
-    config = _config(tiny_model, data, tmp_path, f"{stage}.max_steps=4", "run.checkpoint_every=2")
-    run_supervised_stage(config, stage, tmp_path / "clean")
+    config = _stage_config(tiny_model, data, tmp_path, stage)
+    if stage == "sft":
+        clean_dir = request.getfixturevalue("clean_sft")[0]
+    else:
+        clean_dir = tmp_path / "clean"
+        run_supervised_stage(config, stage, clean_dir)
     log = RunLogger.log
 
     def dies_in_step_3(self, step, metrics, samples=None, advance=True):
@@ -199,11 +192,11 @@ def test_a_stage_that_died_mid_way_resumes_to_the_uninterrupted_result(
     assert len(read_metrics(tmp_path / "resumed")) == 3  # steps 0 (eval), 1, 2
     run_supervised_stage(config, stage, tmp_path / "resumed")
 
-    clean = load_file(tmp_path / "clean" / "model" / "model.safetensors")
+    clean = load_file(clean_dir / "model" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
     assert clean.keys() == resumed.keys()
     assert all(torch.equal(clean[k], resumed[k]) for k in clean)
-    rows = [read_metrics(tmp_path / d) for d in ("clean", "resumed")]
+    rows = [read_metrics(d) for d in (clean_dir, tmp_path / "resumed")]
     assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4]
     drop = ("time", "time/")
     assert [{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows[0]] == [
