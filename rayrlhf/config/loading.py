@@ -60,18 +60,42 @@ def from_dict(tree: dict[str, Any]) -> Config:
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on it: mappings merge key by key, anything else replaces."""
+    out = _deep_copy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_tree(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in YAML file ``path``. A top-level ``include: OTHER.yaml`` (relative to the
+    file) is read first and this file's keys laid over it, so a variant names what differs."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} includes itself (through {seen[-1]})")
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    loaded = yaml.safe_load(text) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config {path} must hold a mapping at top level")
+    include = loaded.pop("include", None)
+    if include is None:
+        return loaded
+    if not isinstance(include, str):
+        raise ConfigError(f"config {path}: include must name one YAML file, got {include!r}")
+    base = read_tree(path.parent / include, (*seen, path.resolve()))
+    return _merge(base, loaded)
+
+
 def load(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a YAML file (or nothing), apply dotted overrides, validate and freeze."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must hold a mapping at top level")
-        tree = loaded
+    tree = read_tree(path) if path is not None else {}
     return from_dict(apply_overrides(tree, overrides or []))
 
 

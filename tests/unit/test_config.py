@@ -81,3 +81,22 @@ def test_override_syntax_errors():
 def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load(tmp_path / "absent.yaml")
+
+
+def test_a_config_includes_another_and_overrides_what_differs(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        "model: {policy: /m}\ndata: {prompts: /p.jsonl}\n"
+        "reward: {function: 'rayrlhf.rewards.rules:target_word_frequency'}\n"
+        "run: {name: base, num_steps: 8}\nrollout: {max_new_tokens: 12}\n"
+    )
+    variant = tmp_path / "sub" / "variant.yaml"
+    variant.parent.mkdir()
+    variant.write_text("include: ../base.yaml\nrun: {num_steps: 2}\n")
+    config = load(variant, ["rollout.max_new_tokens=4"])
+    assert (config.run.name, config.run.num_steps) == ("base", 2)  # merged key by key
+    assert config.rollout.max_new_tokens == 4 and config.model.policy == "/m"
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("include: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load(loop)
