@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 Rows = list[dict[str, Any]]
-STAGES = {"sft": "SFT", "reward_model": "Reward model", "ppo": "PPO"}  # folder → title
+# folder → title
+STAGES = {"sft": "SFT", "reward_model": "Reward model", "ppo": "PPO", "dpo": "DPO"}
 PHASES = " ".join(f"time/{p}" for p in "generate score reference values train weight_sync".split())
 DPI = 110
 
@@ -65,6 +66,20 @@ STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
         _p("Reward margin (eval)", "margin", evals="eval/margin"),
         _STEP_TIME,
     ),
+    "dpo": (
+        _LOSS,
+        _p(
+            "Implicit-reward accuracy",
+            "accuracy",
+            "train/accuracy",
+            evals="eval/accuracy",
+            smooth=True,
+            chance=0.5,
+        ),
+        _p("Implicit-reward margin", "margin", "train/margin", evals="eval/margin"),
+        _p("Log-probs", "nats", "train/logp_chosen train/logp_rejected"),
+        _STEP_TIME,
+    ),
     "ppo": (
         _p("Reward", "reward/mean", "reward/mean", band="reward/std"),
         _p("KL to reference", "kl/mean", "kl/mean", "kl/coef"),
@@ -81,6 +96,7 @@ OVERVIEW = {
     "sft": ("Loss",),
     "reward_model": ("Accuracy", "Score error (eval)", "Loss"),
     "ppo": ("Reward",),
+    "dpo": ("Implicit-reward accuracy", "Loss"),
 }
 
 
@@ -257,7 +273,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         rows = read_rows(folder / "metrics.jsonl")
         panels = [p for p in STAGE_PANELS[stage] if any(series(rows, k)[0] for k in p.all_keys())]
         cells = [lambda ax, p=p, r=rows: _draw(ax, p, r) for p in panels]
-        bars = _held_out(folder) if stage == "ppo" else []
+        bars = _held_out(folder) if stage in ("ppo", "dpo") else []
         if bars:
             cells.append(lambda ax, b=bars: _draw_held_out(ax, b))
         if not cells:

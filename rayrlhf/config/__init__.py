@@ -28,6 +28,7 @@ from rayrlhf.config.roles import (
 from rayrlhf.config.rollout import RolloutConfig, VllmConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
 from rayrlhf.config.stages import (
+    DPOConfig,
     EvalConfig,
     OverlongRule,
     RewardModelConfig,
@@ -54,6 +55,7 @@ __all__ = [
     "ReferenceConfig",
     "RewardConfig",
     "RewardModelConfig",
+    "DPOConfig",
     "RolloutConfig",
     "RunConfig",
     "SFTConfig",

@@ -18,7 +18,7 @@ from rayrlhf.config.roles import (
 )
 from rayrlhf.config.rollout import RolloutConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
-from rayrlhf.config.stages import EvalConfig, RewardModelConfig, SFTConfig
+from rayrlhf.config.stages import DPOConfig, EvalConfig, RewardModelConfig, SFTConfig
 
 
 class Config(_Section):
@@ -40,6 +40,8 @@ class Config(_Section):
     # result; the reward-model stage's output becomes reward.model.
     sft: SFTConfig | None = None
     reward_model: RewardModelConfig | None = None
+    # The third step: PPO (or GRPO, ...: the algorithm section) unless a dpo section is given.
+    dpo: DPOConfig | None = None
 
     @model_validator(mode="after")
     def _reward_source(self) -> Config:

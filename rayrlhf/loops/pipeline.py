@@ -34,6 +34,19 @@ from rayrlhf.data.tables import load_rows
 from rayrlhf.loops.evaluation import mean_std_stderr
 
 STAGES = ("sft", "reward_model", "ppo")
+# The third step, after SFT and the reward model: PPO (any online algorithm) or DPO.
+THIRD = ("ppo", "dpo")
+
+
+def third_stage(config: Config) -> str:
+    """``dpo`` when the config has a dpo section, else ``ppo`` (GRPO, RLOO, ...: its algorithm)."""
+    return "dpo" if config.dpo is not None else "ppo"
+
+
+def stage_names(config: Config) -> list[str]:
+    """The stages a pipeline config runs, in order."""
+    first = [s for s in ("sft", "reward_model") if getattr(config, s) is not None]
+    return [*first, third_stage(config)]
 
 
 def run_dir_of(config: Config) -> Path:
@@ -108,9 +121,10 @@ def fingerprints(config: Config) -> dict[str, str]:
         out["reward_model"] = digest(
             [run, tree["reward_model"], _file_stamps(tree["reward_model"])]
         )
-    ppo = {k: v for k, v in tree.items() if k not in ("sft", "reward_model", "run")}
-    ppo["run"] = {k: v for k, v in tree["run"].items() if k != "name"}
-    out["ppo"] = digest([ppo, out.get("sft"), out.get("reward_model"), _file_stamps(ppo)])
+    third = {k: v for k, v in tree.items() if k not in ("sft", "reward_model", "run")}
+    third["run"] = {k: v for k, v in tree["run"].items() if k != "name"}
+    upstream = [out.get("sft"), out.get("reward_model")]
+    out[third_stage(config)] = digest([third, *upstream, _file_stamps(third)])
     return out
 
 
@@ -186,6 +200,23 @@ def run_ppo_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def run_dpo_stage_evaluated(config: Config, stage_dir: Path) -> dict[str, Any]:
+    """DPO, then the same held-out comparison as PPO's: the starting (SFT) policy and the
+    trained one on the same prompts and seeds, scored by the config's reward, KL to the start."""
+    from rayrlhf.loops.dpo import run_dpo_stage
+    from rayrlhf.loops.heldout import evaluate_policy
+
+    summary = run_dpo_stage(config, stage_dir)
+    prompts = eval_prompts(config)
+    if prompts:
+        before = evaluate_policy(config, config.model.policy, prompts)
+        after = evaluate_policy(config, str(stage_dir / "model"), prompts)
+        evals = eval_record(before, after, config.eval.examples)
+        (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
+        summary["eval"] = evals
+    return summary
+
+
 def eval_prompts(config: Config) -> list[str]:
     """The first ``eval.num_prompts`` held-out prompts, or none when ``eval.prompts`` is unset."""
     if config.eval.prompts is None:
@@ -226,7 +257,8 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
 
     run_dir = run_dir_of(config)
     prints = fingerprints(config)
-    stages = [s for s in STAGES if s == "ppo" or getattr(config, s) is not None]
+    stages = stage_names(config)
+    third = stages[-1]
     done = {stage: finished(run_dir / stage, prints[stage]) for stage in stages}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -234,7 +266,7 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
     upstream_ran = False
     for stage in stages:
         stage_dir = run_dir / stage
-        stale = stage == "ppo" and upstream_ran
+        stale = stage == third and upstream_ran
         if done[stage] is not None and not stale:
             print(f"[pipeline] {stage}: finished earlier ({stage_dir}/done.json), skipping")
             summaries[stage] = done[stage]
@@ -247,6 +279,8 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
         start = time.monotonic()
         if stage == "ppo":
             summary = run_ppo_stage(ppo_config(config, run_dir), stage_dir)
+        elif stage == "dpo":
+            summary = run_dpo_stage_evaluated(ppo_config(config, run_dir), stage_dir)
         else:
             summary = run_supervised_stage(config, stage, stage_dir)
         mark_done(stage_dir, prints[stage], summary, time.monotonic() - start)

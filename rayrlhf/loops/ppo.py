@@ -42,7 +42,7 @@ from rayrlhf.faults import (
     one_line,
     write_error_log,
 )
-from rayrlhf.loops import evaluation
+from rayrlhf.loops.heldout import evaluate_chunks
 from rayrlhf.loops.rollouts import ChunkRunner
 from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
 from rayrlhf.loops.sampling import StepSampler
@@ -412,23 +412,15 @@ class PPOTrainer:
         Uses the rollout, reward and reference workers; the same ``eval-i`` sample ids (hence
         the same sampling seeds) every call, so before/after numbers are a paired comparison.
         """
-        chunks = evaluation.eval_chunks(prompts, self.config.rollout.chunk_size)
-        summarize = cluster.zero_cpu_task(evaluation.summarize_chunk)
         version = weights = None
         if self.ahead:  # workers hold older versions: name the current one
             version = self.policy_version
             weights = self.versions.publish(self.learners, version)
-        parts = [
-            summarize.remote(refs.rollout, refs.scores, refs.reference)
-            for refs in self.runner.run(chunks, version, weights)
-        ]
-        timeout = self.config.timeouts.rollout_s
-        samples = [s for part in ray.get(parts, timeout=timeout) for s in part]
-        return {
-            **evaluation.aggregate(samples),
-            "policy_version": self.policy_version,
-            "samples_text": samples,
-        }
+        c = self.config
+        metrics = evaluate_chunks(
+            self.runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s, version, weights
+        )
+        return {**metrics, "policy_version": self.policy_version}
 
     def save_policy(self, path: str | Path) -> Path:
         """Write the current policy (and tokenizer) as a Hugging Face folder."""

@@ -30,8 +30,19 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
         else:
             measure = f"held-out RMSE {_fmt(rm.get('eval/rmse'))}, MAE {_fmt(rm.get('eval/mae'))}"
         lines.append(f"Reward model  {measure}, {int(rm['steps'])} steps")
-    ppo = summaries.get("ppo", {})
-    label = f"{ppo.get('algorithm', 'ppo').upper():<14}"  # the online stage's algorithm
+    if "dpo" in summaries:
+        third = summaries["dpo"]
+        label = f"{'DPO':<14}"
+        trained = (
+            f"held-out implicit-reward accuracy {_fmt(third.get('eval/accuracy'))}, "
+            f"{int(third['steps'])} steps"
+        )
+    else:
+        third = summaries.get("ppo", {})
+        label = f"{third.get('algorithm', 'ppo').upper():<14}"  # the online stage's algorithm
+        trained = f"{_fmt(third.get('train/kl_last'))} (last training step); "
+        trained += f"{int(third['steps'])} steps" if "steps" in third else ""
+    ppo = third
     evals = ppo.get("eval")
     if evals:
         b, a = evals["before"], evals["after"]
@@ -44,8 +55,7 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
         )
         lines.append(
             f"              KL to the reference {_fmt(a.get('kl/mean'))} nats per response "
-            f"(held-out), {_fmt(ppo.get('train/kl_last'))} (last training step); "
-            f"{int(ppo['steps'])} steps"
+            f"(held-out), {trained}"
         )
         for ex in evals["examples"]:
             lines.append(f"  prompt: {ex['prompt']!r}")

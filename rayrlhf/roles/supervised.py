@@ -35,7 +35,7 @@ from rayrlhf.tasks.base import Task
 
 
 def make_task(config: Config, stage: str) -> Task:
-    """The task for a stage name (``sft`` or ``reward_model``)."""
+    """The task for a stage name (``sft``, ``reward_model`` or ``dpo``)."""
     if stage == "sft":
         from rayrlhf.tasks.sft import SFTTask
 
@@ -44,6 +44,10 @@ def make_task(config: Config, stage: str) -> Task:
         from rayrlhf.tasks.reward_model import RewardModelTask
 
         return RewardModelTask(config)
+    if stage == "dpo":
+        from rayrlhf.tasks.dpo import DPOTask
+
+        return DPOTask(config)
     raise ValueError(f"unknown supervised stage {stage!r}")
 
 
