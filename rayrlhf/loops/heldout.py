@@ -12,13 +12,15 @@ from typing import Any
 import ray
 
 from rayrlhf import cluster
-from rayrlhf.config import Config, from_dict, to_dict
+from rayrlhf.config import Config
 from rayrlhf.faults import FaultCounts
 from rayrlhf.loops import evaluation
 from rayrlhf.loops.rollouts import ChunkRunner
+from rayrlhf.models import DTYPES
 from rayrlhf.roles.reference import ReferenceWorker
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker
+from rayrlhf.weight_sync import FlatWeights, flatten_params
 
 
 def evaluate_chunks(
@@ -41,38 +43,52 @@ def evaluate_chunks(
     return {**evaluation.aggregate(samples), "samples_text": samples}
 
 
-def evaluate_policy(config: Config, policy: str, prompts: list[str]) -> dict[str, Any]:
-    """Held-out metrics of the policy saved in ``policy`` (an HF folder), scored by
-    ``config``'s reward, its KL taken to ``config.model.policy`` (the reference).
+def saved_policy_weights(path: str, precision: str) -> FlatWeights:
+    """A saved policy's parameters as the learner sends them (module order, rollout dtype)."""
+    from rayrlhf.models import load_policy
 
-    Starts ``config``'s rollout, reward and reference workers for the call and stops them.
+    model = load_policy(path, precision)
+    shapes = [p.shape for p in model.parameters()]
+    return flatten_params(model.named_parameters(), shapes, DTYPES[precision])
+
+
+def evaluate_policies(config: Config, others: list[str], prompts: list[str]) -> list[dict]:
+    """Held-out metrics of ``config.model.policy`` and then of each policy saved in
+    ``others`` (HF folders), scored by ``config``'s reward, KL taken to ``config.model.policy``.
+
+    One set of rollout, reward and reference workers serves every evaluation: the rollout
+    workers start with ``config.model.policy``, and each further policy reaches them as a new
+    policy version (its weights in the object store, loaded between chunks), so every policy
+    is sampled by the same engines with the same seeds. The workers stop at the end.
     """
-    tree = to_dict(config)
-    tree["model"]["policy"] = policy
-    tree["model"]["tokenizer"] = None  # the saved policy's own tokenizer
-    generating = from_dict(tree)
     cluster.ensure_ray(config)
     device = "cuda" if config.reward.num_gpus > 0 else "cpu"
     groups = {
-        "rollout": cluster.role_group(
-            generating, RolloutWorker, "rollout", lambda i: (generating, i)
-        ),
+        "rollout": cluster.role_group(config, RolloutWorker, "rollout", lambda i: (config, i)),
         "reward": cluster.role_group(
             config, RewardWorker, "reward", lambda i: (config.reward, device)
         ),
         "reference": cluster.role_group(config, ReferenceWorker, "reference", lambda i: (config,)),
     }
+    c = config
+    read = cluster.zero_cpu_task(saved_policy_weights)
     try:
         runner = ChunkRunner(
             groups,
             FaultCounts(),
-            config.run.max_worker_restarts,
-            config.timeouts.rollout_s,
-            lambda role, actor: None,  # a replacement loads the saved policy: up to date
+            c.run.max_worker_restarts,
+            c.timeouts.rollout_s,
+            lambda role, actor: None,  # chunks name their version: a replacement loads it
         )
-        return evaluate_chunks(
-            runner, prompts, config.rollout.chunk_size, config.timeouts.rollout_s
-        )
+        results = [evaluate_chunks(runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s)]
+        for version, path in enumerate(others, start=1):
+            weights = read.remote(path, c.learner.precision)
+            results.append(
+                evaluate_chunks(
+                    runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s, version, weights
+                )
+            )
+        return results
     finally:
         for group in groups.values():
             group.shutdown()

@@ -204,13 +204,12 @@ def run_dpo_stage_evaluated(config: Config, stage_dir: Path) -> dict[str, Any]:
     """DPO, then the same held-out comparison as PPO's: the starting (SFT) policy and the
     trained one on the same prompts and seeds, scored by the config's reward, KL to the start."""
     from rayrlhf.loops.dpo import run_dpo_stage
-    from rayrlhf.loops.heldout import evaluate_policy
+    from rayrlhf.loops.heldout import evaluate_policies
 
     summary = run_dpo_stage(config, stage_dir)
     prompts = eval_prompts(config)
     if prompts:
-        before = evaluate_policy(config, config.model.policy, prompts)
-        after = evaluate_policy(config, str(stage_dir / "model"), prompts)
+        before, after = evaluate_policies(config, [str(stage_dir / "model")], prompts)
         evals = eval_record(before, after, config.eval.examples)
         (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
         summary["eval"] = evals

@@ -95,3 +95,27 @@ def test_reference_parts_of_other_pairs_are_refused(dpo_config, tmp_path):
     missing = dpo_config(f"dpo.reference_logprobs={tmp_path / 'none'}")
     with pytest.raises(DataError, match="dpo needs the reference's log-probs"):
         _learner(missing)
+
+
+def test_a_rerun_keeps_the_reference_parts_and_drops_those_of_another_worker_count(
+    dpo_config, tmp_path, monkeypatch
+):
+    """The parts of the current worker count stand (nothing computed again, no worker
+    started); parts written with another count are removed first."""
+    from rayrlhf import cluster
+    from rayrlhf.loops.dpo import reference_logprobs
+    from rayrlhf.roles.preference_reference import part_path
+
+    config = dpo_config("reference.num_workers=2")
+    stage = tmp_path / "stage"
+    for index in range(2):
+        part_path(stage / "reference_logprobs", index, 2).parent.mkdir(parents=True, exist_ok=True)
+        part_path(stage / "reference_logprobs", index, 2).write_bytes(b"kept")
+    part_path(stage / "reference_logprobs", 0, 3).write_bytes(b"stale")
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("no reference worker may start when every part is there")
+
+    monkeypatch.setattr(cluster, "role_group", no_workers)
+    folder = reference_logprobs(config, stage)
+    assert sorted(p.name for p in folder.iterdir()) == ["part-000-of-002.pt", "part-001-of-002.pt"]
