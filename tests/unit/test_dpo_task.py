@@ -4,40 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
+from preference_rows import good_beats_bad
 
 from rayrlhf.data.tables import DataError
 from rayrlhf.roles.preference_reference import PreferenceReference
 from rayrlhf.roles.supervised import SupervisedLearner
-
-WORDS = ["movie", "film", "plot", "the", "a", "is", "was", "story", "actor", "scene"]
-
-
-def _pairs(n: int, seed: int, tie_every: int = 0) -> list[dict]:
-    """Responses that say "good" beat those that say "bad"; every ``tie_every``-th is a tie."""
-    rnd = random.Random(seed)
-
-    def text(word: str) -> str:
-        words = [rnd.choice(WORDS) for _ in range(2)]
-        words.insert(rnd.randrange(3), word)
-        return " ".join(words)
-
-    rows = []
-    for i in range(n):
-        tie = bool(tie_every) and i % tie_every == 0
-        rejected = text("good" if tie else "bad")
-        prompt = " ".join(rnd.choice(WORDS) for _ in range(2))
-        rows.append({"prompt": prompt, "chosen": text("good"), "rejected": rejected, "tie": tie})
-    return rows
 
 
 @pytest.fixture
 def dpo_config(make_config, tmp_path):
     def make(*extra: str):
         train, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
-        for path, rows in ((train, _pairs(192, 1, tie_every=8)), (held, _pairs(48, 2))):
+        for path, rows in (
+            (train, good_beats_bad(192, 1, tie_every=8, filler=2)),
+            (held, good_beats_bad(48, 2, filler=2)),
+        ):
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return make_config(
             f"dpo.data.path={train}",

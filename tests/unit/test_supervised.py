@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from preference_rows import good_beats_bad
 
 from rayrlhf import config as cfg_mod
 from rayrlhf.models import load_policy, load_tokenizer
@@ -68,31 +69,9 @@ def test_sft_learns_responses_and_never_prompts(make_config, tiny_model, tmp_pat
     assert end > 0.5 * start and end > 1.0
 
 
-def _pairs(n: int, seed: int, tie_every: int = 0) -> list[dict]:
-    rnd = random.Random(seed)
-
-    def text(word: str) -> str:
-        words = [rnd.choice(WORDS) for _ in range(3)]
-        words.insert(rnd.randrange(4), word)
-        return " ".join(words)
-
-    rows = []
-    for i in range(n):
-        tie = bool(tie_every) and i % tie_every == 0
-        rows.append(
-            {
-                "prompt": " ".join(rnd.choice(WORDS) for _ in range(2)),
-                "chosen": text("good"),
-                "rejected": text("good" if tie else "bad"),
-                "tie": tie,
-            }
-        )
-    return rows
-
-
 def test_reward_model_learns_a_synthetic_preference(make_config, tiny_model, tmp_path):
-    train = _write(tmp_path / "train.jsonl", _pairs(256, seed=1, tie_every=8))
-    held = _write(tmp_path / "held.jsonl", _pairs(64, seed=2))
+    train = _write(tmp_path / "train.jsonl", good_beats_bad(256, seed=1, tie_every=8))
+    held = _write(tmp_path / "held.jsonl", good_beats_bad(64, seed=2))
     learner = _train(
         make_config,
         "reward_model",
