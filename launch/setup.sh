@@ -36,6 +36,15 @@ fi
 echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
 "${PIP[@]}" -e ".[dev,demo]"
 
+# DeepSpeed's native ops (its shared-memory collective, CPU Adam) compile once per virtual
+# environment, about 75 s on 2 cores; done here, in the background, while pip installs the rest
+# with one core. pip may replace packages only after the builder has imported what it needs.
+OPS_READY=$(mktemp -u)
+.venv/bin/python -m rayrlhf.native_ops --ready "$OPS_READY" >.venv/native_ops.log 2>&1 &
+OPS_PID=$!
+while [ ! -e "$OPS_READY" ] && kill -0 "$OPS_PID" 2>/dev/null; do sleep 0.5; done
+rm -f "$OPS_READY"
+
 if [ "$VLLM" = 1 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     "${PIP[@]}" "${VLLM_SPEC:-vllm}"
@@ -69,5 +78,9 @@ if [ "$DEMO" = 1 ]; then
   # the SFT / reward-model / PPO files made from them. Both return at once when already done.
   .venv/bin/python -m rayrlhf.assets pang_lee >/dev/null
   .venv/bin/python -m rayrlhf.demo.review_data >/dev/null
+fi
+if ! wait "$OPS_PID"; then
+  echo "[setup] DeepSpeed's native ops did not build; see $(pwd)/.venv/native_ops.log" >&2
+  exit 1
 fi
 echo "rayrlhf set up in $(pwd)/.venv"
