@@ -33,17 +33,20 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" ${TORCH_SPEC:-torch==2.13.0}
   fi
 fi
-echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
-"${PIP[@]}" -e ".[dev,demo]"
-
 # DeepSpeed's native ops (its shared-memory collective, CPU Adam) compile once per virtual
-# environment, about 75 s on 2 cores; done here, in the background, while pip installs the rest
-# with one core. pip may replace packages only after the builder has imported what it needs.
+# environment, about 75 s on 2 cores: DeepSpeed goes in first (the spec pyproject.toml names),
+# and the ops build in the background while pip installs the rest with one core. pip may
+# replace packages only after the builder has imported what it needs (it creates OPS_READY).
+DEEPSPEED_SPEC=$(grep -o '"deepspeed[^"]*"' pyproject.toml | head -1 | tr -d '"')
+"${PIP[@]}" "$DEEPSPEED_SPEC"
 OPS_READY=$(mktemp -u)
-.venv/bin/python -m rayrlhf.native_ops --ready "$OPS_READY" >.venv/native_ops.log 2>&1 &
+PYTHONPATH=. .venv/bin/python -m rayrlhf.native_ops --ready "$OPS_READY" >.venv/native_ops.log 2>&1 &
 OPS_PID=$!
 while [ ! -e "$OPS_READY" ] && kill -0 "$OPS_PID" 2>/dev/null; do sleep 0.5; done
 rm -f "$OPS_READY"
+
+echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
+"${PIP[@]}" -e ".[dev,demo]"
 
 if [ "$VLLM" = 1 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
