@@ -1,10 +1,11 @@
 """The README pipeline's PPO stage with ``rollout.backend`` hf and vllm, side by side.
 
-    .venv/bin/python benchmarks/ppo_backends.py [--run runs/review-rlhf] [--steps 5] [--rounds 2]
+    .venv/bin/python benchmarks/ppo_backends.py [--config launch/configs/review_pipeline.yaml]
+        [--run runs/review-rlhf] [--steps 5] [--rounds 2]
 
-Reuses a finished pipeline run's SFT and reward models (the README's main command makes them,
-``--set rollout.backend=vllm`` needs ``launch/setup.sh --vllm``). Runs ``--steps`` PPO steps of
-that run's config with each backend, in the order hf, vllm, hf, vllm, ... for ``--rounds``, each
+Reuses a finished pipeline run's SFT and reward models (the README's main command makes them;
+the vLLM runs need ``launch/setup.sh --vllm``). Runs ``--steps`` PPO steps of ``--config``'s
+PPO stage with each backend, in the order hf, vllm, hf, vllm, ... for ``--rounds``, each
 run in a fresh process (vLLM binds its threads for good), so a slow spell of this noisy host
 falls on both. Reported per backend: the median over every step but each run's first (the
 first optimizer step, an engine's first call) of ``time/step`` and of each phase, and the
@@ -25,14 +26,15 @@ from pathlib import Path
 PHASES = ("generate", "score", "reference", "values", "train", "weight_sync", "step")
 
 
-def one(run: Path, backend: str, steps: int) -> list[dict]:
-    """``steps`` PPO steps of ``run``'s config with ``backend``, in this process: their rows."""
+def one(config: Path, run: Path, backend: str, steps: int) -> list[dict]:
+    """``steps`` PPO steps of ``config``'s PPO stage on ``run``'s SFT and reward models with
+    ``backend``, in this process: their metrics rows."""
     from rayrlhf.config import from_dict, load, to_dict
     from rayrlhf.loops.pipeline import ppo_config
     from rayrlhf.loops.ppo import PPOTrainer
     from rayrlhf.metrics import read_metrics
 
-    tree = to_dict(ppo_config(load(run / "config.yaml"), run))
+    tree = to_dict(ppo_config(load(config), run))
     out = Path(tempfile.mkdtemp())
     tree["run"].update(num_steps=steps, output_dir=str(out), progress_bar=False, resume="never")
     tree["rollout"]["backend"] = backend
@@ -46,13 +48,14 @@ def one(run: Path, backend: str, steps: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("launch/configs/review_pipeline.yaml"))
     parser.add_argument("--run", type=Path, default=Path("runs/review-rlhf"))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--one", choices=("hf", "vllm"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.run, args.one, args.steps)))
+        print(json.dumps(one(args.config, args.run, args.one, args.steps)))
         return
     for stage in ("sft", "reward_model"):
         if not (args.run / stage / "done.json").exists():
@@ -60,8 +63,9 @@ def main() -> None:
     rows: dict[str, list[dict]] = {"hf": [], "vllm": []}
     for _ in range(args.rounds):
         for backend in rows:
-            cmd = [sys.executable, __file__, "--run", str(args.run), "--steps", str(args.steps)]
-            proc = subprocess.run([*cmd, "--one", backend], capture_output=True, text=True)
+            cmd = [sys.executable, __file__, "--config", str(args.config), "--run", str(args.run)]
+            cmd += ["--steps", str(args.steps), "--one", backend]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"{backend} run failed:\n{proc.stderr[-3000:]}")
             rows[backend] += json.loads(proc.stdout.strip().splitlines()[-1])[1:]

@@ -153,9 +153,12 @@ def test_logs_rewind_to_a_position_and_tensorboard_is_rebuilt(tmp_path):
 
 
 def test_a_stop_signal_sets_a_flag_and_a_second_ctrl_c_interrupts():
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested and stop.signal_name == "SIGTERM"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    signal.signal(signal.SIGINT, before)
