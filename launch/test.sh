@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash launch/setup.sh --vllm --smollm2
 .venv/bin/ruff check rayrlhf tests benchmarks
 .venv/bin/ruff format --check rayrlhf tests benchmarks
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=20 "$@"
