@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from rayrlhf.algos.ilql import ilql_logprobs, polyak_update
 
@@ -58,17 +60,24 @@ class ILQLPolicy(nn.Module):
         super().__init__()
         self.base, self.heads = base, heads
 
+    def lm(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None, past=None
+    ) -> Any:
+        """The LM's output with its last hidden states (and, given ``past``, the KV cache)."""
+        return self.base(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            output_hidden_states=True,
+            use_cache=past is not None,
+        )
+
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
     ) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:
         """(B, T) ids → logits (B, T, V), Q and target Q heads (B, T, V) and V (B, T)."""
-        out = self.base(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=True,
-            use_cache=False,
-        )
+        out = self.lm(input_ids, attention_mask, position_ids)
         qs, target_qs, vs = self.heads(out.hidden_states[-1])
         return out.logits, qs, target_qs, vs
 
@@ -132,18 +141,11 @@ def ilql_sample(
     """
     mask = prompt_mask.clone()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    ids, past = prompt_ids, None
+    ids, past = prompt_ids, DynamicCache()
     done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=prompt_ids.device)
     tokens, logprobs = [], []
     for _ in range(max_new_tokens):
-        out = model.base(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=past,
-            output_hidden_states=True,
-            use_cache=True,
-        )
+        out = model.lm(ids, mask, positions, past)
         past = out.past_key_values
         _, target_qs, v = model.heads(out.hidden_states[-1][:, -1])
         logp = ilql_logprobs(out.logits[:, -1], target_qs, v, beta, top_k)
