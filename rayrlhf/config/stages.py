@@ -140,7 +140,7 @@ class DPOConfig(_StageConfig):
     lr: float = Field(1e-6, gt=0.0, le=1.0, description="AdamW learning rate.")
     reference_logprobs: PathStr | None = Field(
         None,
-        description="File of the reference's log-probs of every response; set by the stage "
+        description="Folder of the reference's log-probs of every response; set by the stage "
         "(computed once by the reference workers), not by hand.",
     )
 

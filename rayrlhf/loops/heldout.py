@@ -16,7 +16,7 @@ from rayrlhf.config import Config
 from rayrlhf.faults import FaultCounts
 from rayrlhf.loops import evaluation
 from rayrlhf.loops.rollouts import ChunkRunner
-from rayrlhf.models import DTYPES
+from rayrlhf.models import DTYPES, load_policy
 from rayrlhf.roles.reference import ReferenceWorker
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker
@@ -45,8 +45,6 @@ def evaluate_chunks(
 
 def saved_policy_weights(path: str, precision: str) -> FlatWeights:
     """A saved policy's parameters as the learner sends them (module order, rollout dtype)."""
-    from rayrlhf.models import load_policy
-
     model = load_policy(path, precision)
     shapes = [p.shape for p in model.parameters()]
     return flatten_params(model.named_parameters(), shapes, DTYPES[precision])

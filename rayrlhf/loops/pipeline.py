@@ -33,10 +33,6 @@ from rayrlhf.config import Config, ConfigError, from_dict, to_dict
 from rayrlhf.data.tables import load_rows
 from rayrlhf.loops.evaluation import mean_std_stderr
 
-STAGES = ("sft", "reward_model", "ppo")
-# The third step, after SFT and the reward model: PPO (any online algorithm) or DPO.
-THIRD = ("ppo", "dpo")
-
 
 def third_stage(config: Config) -> str:
     """``dpo`` when the config has a dpo section, else ``ppo`` (GRPO, RLOO, ...: its algorithm)."""

@@ -42,8 +42,7 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
         label = f"{third.get('algorithm', 'ppo').upper():<14}"  # the online stage's algorithm
         trained = f"{_fmt(third.get('train/kl_last'))} (last training step); "
         trained += f"{int(third['steps'])} steps" if "steps" in third else ""
-    ppo = third
-    evals = ppo.get("eval")
+    evals = third.get("eval")
     if evals:
         b, a = evals["before"], evals["after"]
         lines.append(
@@ -61,9 +60,9 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
             lines.append(f"  prompt: {ex['prompt']!r}")
             lines.append(f"    before ({ex['before_reward']:+.2f}): {ex['before']!r}")
             lines.append(f"    after  ({ex['after_reward']:+.2f}): {ex['after']!r}")
-    elif ppo:
+    elif third:
         lines.append(
-            f"{label}training reward {_fmt(ppo.get('train/reward_first'))} → "
-            f"{_fmt(ppo.get('train/reward_last'))}, KL {_fmt(ppo.get('train/kl_last'))}"
+            f"{label}training reward {_fmt(third.get('train/reward_first'))} → "
+            f"{_fmt(third.get('train/reward_last'))}, KL {_fmt(third.get('train/kl_last'))}"
         )
     return "\n".join(lines)
