@@ -56,9 +56,16 @@ class ILQLHeads(nn.Module):
 class ILQLPolicy(nn.Module):
     """A causal LM (``base``) and its :class:`ILQLHeads`."""
 
-    def __init__(self, base: nn.Module, heads: ILQLHeads) -> None:
+    def __init__(
+        self, base: nn.Module, heads: ILQLHeads, beta: float = 1.0, top_k: int = 0
+    ) -> None:
         super().__init__()
         self.base, self.heads = base, heads
+        self.decoding = {"beta": beta, "top_k": top_k}  # saved with the folder
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Checkpoint the LM's layers (the heads are two small layers each)."""
+        self.base.gradient_checkpointing_enable()
 
     def lm(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None, past=None
@@ -74,27 +81,49 @@ class ILQLPolicy(nn.Module):
         )
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        states: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:
-        """(B, T) ids → logits (B, T, V), Q and target Q heads (B, T, V) and V (B, T)."""
-        out = self.lm(input_ids, attention_mask, position_ids)
-        qs, target_qs, vs = self.heads(out.hidden_states[-1])
-        return out.logits, qs, target_qs, vs
+        """(B, T) ids → logits (B, S, V), Q and target Q heads (B, S, V) and V (B, S).
 
-    def save(self, folder: str | Path, beta: float, top_k: int) -> Path:
-        """The LM's HF folder plus the heads and their shapes (and the decoding defaults)."""
+        S = T, or the positions ``states`` (B, S) picks: the heads, which cost more than the LM
+        for a large vocabulary, then run only where ILQL reads them.
+        """
+        out = self.lm(input_ids, attention_mask, position_ids)
+        hidden, logits = out.hidden_states[-1], out.logits
+        if states is not None:
+            index = states.unsqueeze(-1)
+            hidden = hidden.gather(1, index.expand(-1, -1, hidden.shape[-1]))
+            logits = logits.gather(1, index.expand(-1, -1, logits.shape[-1]))
+        qs, target_qs, vs = self.heads(hidden)
+        return logits, qs, target_qs, vs
+
+    def save_pretrained(self, folder: str | Path, state_dict: dict[str, Tensor] | None = None):
+        """The LM's HF folder plus the heads, their shapes and the decoding defaults.
+
+        ``state_dict``: full parameters by this module's names (``base.…``, ``heads.…``), as
+        the learner gathers them; default: this module's own.
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        self.base.save_pretrained(str(folder))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
-        save_file(state, str(folder / HEADS_FILE))
+        state = state_dict if state_dict is not None else dict(self.named_parameters())
+        base = {k.removeprefix("base."): v for k, v in state.items() if k.startswith("base.")}
+        heads = {
+            k.removeprefix("heads."): v.detach().cpu().contiguous()
+            for k, v in state.items()
+            if k.startswith("heads.")
+        }
+        self.base.save_pretrained(str(folder), state_dict=base)
+        save_file(heads, str(folder / HEADS_FILE))
         meta = {
             "hidden": self.heads.v[0].in_features,
             "vocab": self.heads.q[0][-1].out_features,
             "two_qs": len(self.heads.q) == 2,
-            "beta": beta,
-            "top_k": top_k,
+            **self.decoding,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=1))
         return folder
@@ -116,7 +145,7 @@ def load_ilql(folder: str | Path, precision: str = "fp32") -> tuple[ILQLPolicy, 
     base = load_policy(str(folder), precision)
     heads = ILQLHeads(meta["hidden"], meta["vocab"], meta["two_qs"], DTYPES[precision])
     heads.load_state_dict(load_file(str(folder / HEADS_FILE)))
-    return ILQLPolicy(base, heads), meta
+    return ILQLPolicy(base, heads, meta["beta"], meta["top_k"]), meta
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from typing import Any
 
 Rows = list[dict[str, Any]]
 # folder → title
-STAGES = {"sft": "SFT", "reward_model": "Reward model", "ppo": "PPO", "dpo": "DPO"}
+STAGES = {"sft": "SFT", "reward_model": "Reward model", "ppo": "PPO", "dpo": "DPO", "ilql": "ILQL"}
 PHASES = " ".join(f"time/{p}" for p in "generate score reference values train weight_sync".split())
 DPI = 110
 
@@ -80,6 +80,13 @@ STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
         _p("Log-probs", "nats", "train/logp_chosen train/logp_rejected"),
         _STEP_TIME,
     ),
+    "ilql": (
+        _LOSS,
+        _p("Q and V regression", "loss", "train/q train/v", evals="eval/q eval/v"),
+        _p("CQL and behaviour cloning", "nats", "train/cql train/awac", evals="eval/cql eval/awac"),
+        _p("V of the first state", "value", "train/v_start", evals="eval/v_start"),
+        _STEP_TIME,
+    ),
     "ppo": (
         _p("Reward", "reward/mean", "reward/mean", band="reward/std"),
         _p("KL to reference", "kl/mean", "kl/mean", "kl/coef"),
@@ -97,6 +104,7 @@ OVERVIEW = {
     "reward_model": ("Accuracy", "Score error (eval)", "Loss"),
     "ppo": ("Reward",),
     "dpo": ("Implicit-reward accuracy", "Loss"),
+    "ilql": ("Loss",),
 }
 
 
@@ -273,7 +281,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         rows = read_rows(folder / "metrics.jsonl")
         panels = [p for p in STAGE_PANELS[stage] if any(series(rows, k)[0] for k in p.all_keys())]
         cells = [lambda ax, p=p, r=rows: _draw(ax, p, r) for p in panels]
-        bars = _held_out(folder) if stage in ("ppo", "dpo") else []
+        bars = _held_out(folder) if stage in ("ppo", "dpo", "ilql") else []
         if bars:
             cells.append(lambda ax, b=bars: _draw_held_out(ax, b))
         if not cells:

@@ -15,6 +15,7 @@ from rayrlhf.config.loading import (
     parse_override,
     to_dict,
 )
+from rayrlhf.config.offline import DPOConfig, ILQLConfig
 from rayrlhf.config.roles import (
     DataConfig,
     EngineConfig,
@@ -28,7 +29,6 @@ from rayrlhf.config.roles import (
 from rayrlhf.config.rollout import RolloutConfig, VllmConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
 from rayrlhf.config.stages import (
-    DPOConfig,
     EvalConfig,
     OverlongRule,
     RewardModelConfig,
@@ -56,6 +56,7 @@ __all__ = [
     "RewardConfig",
     "RewardModelConfig",
     "DPOConfig",
+    "ILQLConfig",
     "RolloutConfig",
     "RunConfig",
     "SFTConfig",

@@ -1,4 +1,5 @@
-"""Tables of training rows, the SFT and reward-model stages, held-out evaluation."""
+"""Tables of training rows, the SFT and reward-model stages, held-out evaluation (the offline
+third steps, DPO and ILQL, build on these in :mod:`rayrlhf.config.offline`)."""
 
 from __future__ import annotations
 
@@ -111,43 +112,6 @@ class RewardModelConfig(_StageConfig):
 
     @model_validator(mode="after")
     def _room_for_response(self) -> RewardModelConfig:
-        return _check_room(self)
-
-
-class DPOConfig(_StageConfig):
-    """Direct preference optimisation of the policy from pairwise rows (no reward model, no
-    rollouts), the frozen reference being the policy it starts from (the SFT model)."""
-
-    beta: float = Field(
-        0.1, gt=0.0, description="β: how far the policy may move from the reference."
-    )
-    loss: Literal["sigmoid", "ipo"] = Field(
-        "sigmoid", description="sigmoid: DPO (with label_smoothing, conservative DPO); ipo: IPO."
-    )
-    label_smoothing: float = Field(
-        0.0,
-        ge=0.0,
-        lt=0.5,
-        description="Conservative DPO's ε: labels taken as flipped with "
-        "this probability (sigmoid loss only).",
-    )
-    ties: Literal["half", "drop"] = Field(
-        "half",
-        description="Tied pairs: half = target ½ (sigmoid) or margin 0 (ipo), pulling the two "
-        "responses' log-ratios together; drop = skip them.",
-    )
-    max_tokens: int = Field(256, ge=2, description="Prompt + response limit (response is cut).")
-    lr: float = Field(1e-6, gt=0.0, le=1.0, description="AdamW learning rate.")
-    reference_logprobs: PathStr | None = Field(
-        None,
-        description="Folder of the reference's log-probs of every response; set by the stage "
-        "(computed once by the reference workers), not by hand.",
-    )
-
-    @model_validator(mode="after")
-    def _room_for_response(self) -> DPOConfig:
-        if self.loss == "ipo" and self.label_smoothing > 0:
-            raise ValueError("dpo.label_smoothing applies to the sigmoid loss only, not ipo")
         return _check_room(self)
 
 

@@ -7,6 +7,7 @@ from pydantic import model_validator
 from rayrlhf.algos.algorithms import Algorithm, resolve
 from rayrlhf.config.algorithm import AlgorithmConfig
 from rayrlhf.config.base import _Section
+from rayrlhf.config.offline import DPOConfig, ILQLConfig
 from rayrlhf.config.roles import (
     DataConfig,
     LearnerConfig,
@@ -18,7 +19,7 @@ from rayrlhf.config.roles import (
 )
 from rayrlhf.config.rollout import RolloutConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
-from rayrlhf.config.stages import DPOConfig, EvalConfig, RewardModelConfig, SFTConfig
+from rayrlhf.config.stages import EvalConfig, RewardModelConfig, SFTConfig
 
 
 class Config(_Section):
@@ -40,8 +41,16 @@ class Config(_Section):
     # result; the reward-model stage's output becomes reward.model.
     sft: SFTConfig | None = None
     reward_model: RewardModelConfig | None = None
-    # The third step: PPO (or GRPO, ...: the algorithm section) unless a dpo section is given.
+    # The third step: PPO (or GRPO, ...: the algorithm section) unless a dpo or an ilql
+    # section is given (at most one of them).
     dpo: DPOConfig | None = None
+    ilql: ILQLConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_third_step(self) -> Config:
+        if self.dpo is not None and self.ilql is not None:
+            raise ValueError("give a dpo or an ilql section, not both: each is a third step")
+        return self
 
     @model_validator(mode="after")
     def _reward_source(self) -> Config:

@@ -114,13 +114,18 @@ def load_rows(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
     return rows, report
 
 
-def _load_argilla(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
+def read_argilla(spec: TableConfig) -> Any:
+    """An Argilla export's pairs and corrections (``ArgillaRows``), every record read."""
     # Imported here: argilla builds on this module.
     from rayrlhf.data.argilla import convert_records
 
+    return convert_records(open_table(spec, "Argilla export").records, columns=spec.columns)
+
+
+def _load_argilla(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
     if kind not in ("pairwise", "sft"):
         raise DataError(f"{spec.path}: an Argilla export gives pairwise or sft rows, not {kind}")
-    converted = convert_records(open_table(spec, "Argilla export").records, columns=spec.columns)
+    converted = read_argilla(spec)
     rows = converted.pairs if kind == "pairwise" else converted.sft
     if spec.limit is not None:
         rows = rows[: spec.limit]

@@ -57,6 +57,13 @@ class Engine(Protocol):
 def make_engine(config: Config, tokenizer) -> Engine:
     """The engine ``rollout.backend`` names, holding the initial policy."""
     if config.rollout.backend == "vllm":
+        from rayrlhf.ilql_model import is_ilql_folder
+
+        if is_ilql_folder(config.model.policy):
+            raise ValueError(
+                f"{config.model.policy} is an ILQL policy: its decoding reads the Q and V heads, "
+                "which vLLM does not run; use rollout.backend: hf"
+            )
         from rayrlhf.generation.vllm_engine import VllmEngine  # vLLM only where it is used
 
         return VllmEngine(config, tokenizer)

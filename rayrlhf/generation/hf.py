@@ -1,4 +1,8 @@
-"""Generation with Hugging Face ``generate``: batched, left-padded, with the KV cache."""
+"""Generation with Hugging Face ``generate``: batched, left-padded, with the KV cache.
+
+A policy folder saved by the ILQL stage (the LM plus its Q and V heads) generates with ILQL
+decoding instead (:func:`rayrlhf.ilql_model.ilql_sample`, the β and top-k saved with it).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 
 from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
+from rayrlhf.ilql_model import ilql_sample, is_ilql_folder, load_ilql
 from rayrlhf.models import load_policy
 from rayrlhf.weight_sync import load_full_state_dict
 
@@ -18,7 +23,12 @@ class HFEngine:
     def __init__(self, config: Config, tokenizer) -> None:
         self.cfg, self.tokenizer = config.rollout, tokenizer
         self.device = torch.device(config.learner.device)
-        self.model = load_policy(config.model.policy, config.learner.precision).to(self.device)
+        policy, precision = config.model.policy, config.learner.precision
+        self.ilql = is_ilql_folder(policy)
+        self.model = (
+            load_ilql(policy, precision)[0] if self.ilql else load_policy(policy, precision)
+        )
+        self.model.to(self.device)
         self.model.eval().requires_grad_(False)  # never trained here; weights come from sync
 
     @torch.no_grad()
@@ -35,6 +45,8 @@ class HFEngine:
         a chunk re-run anywhere samples the same responses.
         """
         tok = self.tokenizer
+        if self.ilql:
+            return self._generate_ilql(prompt_ids, prompt_mask, chunk_seed)
         torch.manual_seed(chunk_seed)
         out = self.model.generate(
             input_ids=prompt_ids.to(self.device),
@@ -53,6 +65,25 @@ class HFEngine:
         response_ids = out.sequences[:, prompt_ids.shape[1] :]
         logits = torch.stack(out.logits, dim=1) / self.cfg.temperature  # (B, R, V)
         return response_ids.cpu(), logprobs_from_logits(logits, response_ids).float().cpu()
+
+    def _generate_ilql(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, chunk_seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ILQL decoding: the policy's log-probs shifted by β·(min target Q − V), top-k."""
+        tok = self.tokenizer
+        response_ids, logprobs = ilql_sample(
+            self.model,
+            prompt_ids.to(self.device),
+            prompt_mask.to(self.device),
+            max_new_tokens=self.cfg.max_new_tokens,
+            beta=self.model.decoding["beta"],
+            top_k=self.model.decoding["top_k"],
+            temperature=self.cfg.temperature,
+            eos_id=tok.eos_token_id,
+            pad_id=tok.pad_token_id,
+            generator=torch.Generator(self.device).manual_seed(chunk_seed),
+        )
+        return response_ids.cpu(), logprobs.cpu()
 
     def load_weights(
         self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]

@@ -12,8 +12,9 @@ from typing import Any
 import ray
 
 from rayrlhf import cluster
-from rayrlhf.config import Config
+from rayrlhf.config import Config, from_dict, to_dict
 from rayrlhf.faults import FaultCounts
+from rayrlhf.ilql_model import is_ilql_folder
 from rayrlhf.loops import evaluation
 from rayrlhf.loops.rollouts import ChunkRunner
 from rayrlhf.models import DTYPES, load_policy
@@ -50,19 +51,32 @@ def saved_policy_weights(path: str, precision: str) -> FlatWeights:
     return flatten_params(model.named_parameters(), shapes, DTYPES[precision])
 
 
+def _with_policy(config: Config, policy: str) -> Config:
+    """``config`` whose rollout workers hold ``policy``, tokenising as ``config`` does."""
+    tree = to_dict(config)
+    tree["model"]["policy"], tree["model"]["tokenizer"] = policy, config.tokenizer_path
+    return from_dict(tree)
+
+
 def evaluate_policies(config: Config, others: list[str], prompts: list[str]) -> list[dict]:
     """Held-out metrics of ``config.model.policy`` and then of each policy saved in
     ``others`` (HF folders), scored by ``config``'s reward, KL taken to ``config.model.policy``.
 
-    One set of rollout, reward and reference workers serves every evaluation: the rollout
-    workers start with ``config.model.policy``, and each further policy reaches them as a new
-    policy version (its weights in the object store, loaded between chunks), so every policy
-    is sampled by the same engines with the same seeds. The workers stop at the end.
+    One set of reward and reference workers serves every evaluation, and one set of rollout
+    workers every plain policy: they start with ``config.model.policy``, and each further
+    policy reaches them as a new policy version (its weights in the object store, loaded
+    between chunks), so every policy is sampled by the same engines with the same seeds. An
+    ILQL policy (LM plus heads) decodes differently: it gets rollout workers of its own, with
+    the same sampling seeds. The workers stop at the end.
     """
     cluster.ensure_ray(config)
     device = "cuda" if config.reward.num_gpus > 0 else "cpu"
+
+    def rollout_group(c: Config) -> cluster.RoleGroup:
+        return cluster.role_group(c, RolloutWorker, "rollout", lambda i: (c, i))
+
     groups = {
-        "rollout": cluster.role_group(config, RolloutWorker, "rollout", lambda i: (config, i)),
+        "rollout": rollout_group(config),
         "reward": cluster.role_group(
             config, RewardWorker, "reward", lambda i: (config.reward, device)
         ),
@@ -70,7 +84,8 @@ def evaluate_policies(config: Config, others: list[str], prompts: list[str]) -> 
     }
     c = config
     read = cluster.zero_cpu_task(saved_policy_weights)
-    try:
+
+    def evaluate(version: int | None = None, weights: Any = None) -> dict[str, Any]:
         runner = ChunkRunner(
             groups,
             FaultCounts(),
@@ -78,14 +93,22 @@ def evaluate_policies(config: Config, others: list[str], prompts: list[str]) -> 
             c.timeouts.rollout_s,
             lambda role, actor: None,  # chunks name their version: a replacement loads it
         )
-        results = [evaluate_chunks(runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s)]
+        return evaluate_chunks(
+            runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s, version, weights
+        )
+
+    try:
+        results, plain = [evaluate()], True
         for version, path in enumerate(others, start=1):
-            weights = read.remote(path, c.learner.precision)
-            results.append(
-                evaluate_chunks(
-                    runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s, version, weights
-                )
-            )
+            ilql = is_ilql_folder(path)
+            if ilql or not plain:  # another kind of engine than the workers hold
+                groups["rollout"].shutdown()
+                groups["rollout"] = rollout_group(_with_policy(c, path) if ilql else c)
+                plain = not ilql
+            if ilql:
+                results.append(evaluate())
+            else:
+                results.append(evaluate(version, read.remote(path, c.learner.precision)))
         return results
     finally:
         for group in groups.values():

@@ -6,6 +6,7 @@ Run directory::
     RUN_DIR/sft/model                 SFT'd policy (HF folder) — PPO's policy, reference, value
     RUN_DIR/reward_model/model        reward model (HF sequence classifier) — PPO's reward.model
     RUN_DIR/ppo/model                 the PPO-trained policy; ppo/eval.json before/after
+                                      (dpo/ or ilql/ instead when the config has that section)
     RUN_DIR/<stage>/done.json         written last: the stage finished, with its fingerprint
     RUN_DIR/plots/*.png               curves of every stage
 
@@ -33,10 +34,13 @@ from rayrlhf.config import Config, ConfigError, from_dict, to_dict
 from rayrlhf.data.tables import load_rows
 from rayrlhf.loops.evaluation import mean_std_stderr
 
+OFFLINE = ("dpo", "ilql")  # third steps that learn from feedback rows, without rollouts
+
 
 def third_stage(config: Config) -> str:
-    """``dpo`` when the config has a dpo section, else ``ppo`` (GRPO, RLOO, ...: its algorithm)."""
-    return "dpo" if config.dpo is not None else "ppo"
+    """``dpo`` or ``ilql`` when the config has that section, else ``ppo`` (GRPO, RLOO, ...:
+    its algorithm)."""
+    return next((s for s in OFFLINE if getattr(config, s) is not None), "ppo")
 
 
 def stage_names(config: Config) -> list[str]:
@@ -196,13 +200,18 @@ def run_ppo_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def run_dpo_stage_evaluated(config: Config, stage_dir: Path) -> dict[str, Any]:
-    """DPO, then the same held-out comparison as PPO's: the starting (SFT) policy and the
-    trained one on the same prompts and seeds, scored by the config's reward, KL to the start."""
+def run_offline_stage(config: Config, stage: str, stage_dir: Path) -> dict[str, Any]:
+    """DPO or ILQL, then the same held-out comparison as PPO's: the starting (SFT) policy and
+    the trained one on the same prompts and seeds, scored by the config's reward, KL to the
+    start."""
     from rayrlhf.loops.dpo import run_dpo_stage
     from rayrlhf.loops.heldout import evaluate_policies
+    from rayrlhf.loops.supervised import run_supervised_stage
 
-    summary = run_dpo_stage(config, stage_dir)
+    if stage == "dpo":
+        summary = run_dpo_stage(config, stage_dir)
+    else:
+        summary = run_supervised_stage(config, stage, stage_dir)
     prompts = eval_prompts(config)
     if prompts:
         before, after = evaluate_policies(config, [str(stage_dir / "model")], prompts)
@@ -274,8 +283,8 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
         start = time.monotonic()
         if stage == "ppo":
             summary = run_ppo_stage(ppo_config(config, run_dir), stage_dir)
-        elif stage == "dpo":
-            summary = run_dpo_stage_evaluated(ppo_config(config, run_dir), stage_dir)
+        elif stage in OFFLINE:
+            summary = run_offline_stage(ppo_config(config, run_dir), stage, stage_dir)
         else:
             summary = run_supervised_stage(config, stage, stage_dir)
         mark_done(stage_dir, prints[stage], summary, time.monotonic() - start)

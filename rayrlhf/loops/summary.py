@@ -37,6 +37,13 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
             f"held-out implicit-reward accuracy {_fmt(third.get('eval/accuracy'))}, "
             f"{int(third['steps'])} steps"
         )
+    elif "ilql" in summaries:
+        third = summaries["ilql"]
+        label = f"{'ILQL':<14}"
+        trained = (
+            f"held-out ILQL loss {_fmt(third.get('eval/loss_before'))} → "
+            f"{_fmt(third.get('eval/loss'))}, {int(third['steps'])} steps"
+        )
     else:
         third = summaries.get("ppo", {})
         label = f"{third.get('algorithm', 'ppo').upper():<14}"  # the online stage's algorithm

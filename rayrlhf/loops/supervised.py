@@ -1,4 +1,4 @@
-"""The driver of an SFT, reward-model or DPO stage: step the learner ranks, evaluate, save.
+"""The driver of an SFT, reward-model, DPO or ILQL stage: step the learner ranks, evaluate, save.
 
 The driver sends step numbers and receives metrics; the ranks read and encode the data
 themselves (see :mod:`rayrlhf.roles.supervised`). The stage checkpoints every
@@ -29,6 +29,7 @@ CONSOLE_KEYS = {
     "sft": ("loss/train", "eval/loss", "eval/perplexity", "lr"),
     "reward_model": ("loss/train", "eval/accuracy", "eval/loss", "eval/rmse", "train/accuracy"),
     "dpo": ("loss/train", "eval/loss", "eval/accuracy", "eval/margin", "train/accuracy"),
+    "ilql": ("loss/train", "eval/loss", "eval/q", "eval/v", "eval/awac"),
 }
 
 
@@ -36,7 +37,7 @@ def stage_tree(config: Config, stage: str) -> dict[str, Any]:
     """The part of the config that decides a stage's result (what a resume must match)."""
     tree = to_dict(config)
     part = {stage: tree[stage], "run": tree["run"]}
-    if stage in ("sft", "dpo"):  # they train model.policy, showing prompts as rollouts do
+    if stage in ("sft", "dpo", "ilql"):  # they train model.policy, showing prompts as rollouts do
         part["model"] = tree["model"]
         part["rollout"] = {k: tree["rollout"][k] for k in ("template", "plain_template")}
     return part

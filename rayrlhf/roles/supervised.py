@@ -35,7 +35,7 @@ from rayrlhf.tasks.base import Task
 
 
 def make_task(config: Config, stage: str) -> Task:
-    """The task for a stage name (``sft``, ``reward_model`` or ``dpo``)."""
+    """The task for a stage name (``sft``, ``reward_model``, ``dpo`` or ``ilql``)."""
     if stage == "sft":
         from rayrlhf.tasks.sft import SFTTask
 
@@ -48,6 +48,10 @@ def make_task(config: Config, stage: str) -> Task:
         from rayrlhf.tasks.dpo import DPOTask
 
         return DPOTask(config)
+    if stage == "ilql":
+        from rayrlhf.tasks.ilql import ILQLTask
+
+        return ILQLTask(config)
     raise ValueError(f"unknown supervised stage {stage!r}")
 
 
@@ -126,6 +130,10 @@ class SupervisedLearner:
             self.engine.step()
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
+        # A task's own per-step update after the optimizer's (ILQL: its target Q heads).
+        after_step = getattr(self.task, "after_step", None)
+        if after_step is not None:
+            after_step(self.engine.module, step)
         means = self._global_means(sums)
         out = {"loss/train": means.pop("loss")}
         out.update({f"train/{k}": v for k, v in means.items()})

@@ -30,7 +30,8 @@ def test_policy_and_heads_load_back_from_one_folder(tiny_model, tmp_path):
             policy.heads.q.parameters(), policy.heads.target_q.parameters(), strict=True
         )
     )
-    policy.save(tmp_path / "ilql", beta=1.0, top_k=5)
+    policy.decoding = {"beta": 1.0, "top_k": 5}
+    policy.save_pretrained(tmp_path / "ilql")
     loaded, meta = load_ilql(tmp_path / "ilql")
     assert is_ilql_folder(tmp_path / "ilql") and not is_ilql_folder(tiny_model)
     assert meta["beta"] == 1.0 and meta["top_k"] == 5
