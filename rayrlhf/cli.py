@@ -4,6 +4,9 @@
                                                    stages
     rayrlhf train CONFIG [--set key=value ...]     run the online algorithm only (algorithm.name)
     rayrlhf plot RUN_DIR                           PNG curves of a run's stages
+    rayrlhf label CONFIG --out DIR                 two responses per prompt, for people to rank
+                                                   in Argilla (or prompts to answer: --task
+                                                   completion)
     rayrlhf argilla EXPORT --out DIR               Argilla ranking export → pairwise + SFT rows
     rayrlhf scale RUN_NAME --rollout-workers N     resize a live run's rollout workers
     rayrlhf plan [--model 20b-preset ...]          per-GPU memory plan for a model and cluster
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("plan", "per-GPU memory plan"),
         ("plot", "PNG curves of a run directory"),
+        ("label", "write a labelling dataset for Argilla"),
         ("argilla", "convert an Argilla ranking export"),
         ("serve-reward", "serve a reward model over HTTP"),
     ):
@@ -97,6 +101,7 @@ def _scale(args: argparse.Namespace) -> int:
 DELEGATED = {
     "plan": "rayrlhf.planner",
     "plot": "rayrlhf.plots",
+    "label": "rayrlhf.loops.label",
     "argilla": "rayrlhf.data.argilla",
     "serve-reward": "rayrlhf.rewards.server",
 }

@@ -77,6 +77,33 @@ def save_tiny(
     return path
 
 
+def save_tiny_llama(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random Llama in SmolLM2's layout (grouped-query attention, 2 query heads of 64 to
+    1 key/value head, gated MLP, tied embeddings) and the word-level tokenizer: what vLLM's
+    Llama weight loader fuses (q/k/v, gate/up) and ties, at a tiny model's cost."""
+    from transformers import LlamaConfig
+
+    path = Path(path)
+    tok = build_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def save_smollm2_shaped(path: str | Path, seed: int = 0) -> Path:
     """A random Llama with SmolLM2-135M's shape (30 layers, width 576, GQA 9/3 heads, 49,152
     embeddings, tied head) and the word-level tokenizer: real-size compute for benchmarks where

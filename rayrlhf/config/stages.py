@@ -82,6 +82,12 @@ def _check_room(stage: Any) -> Any:
 class SFTConfig(_StageConfig):
     """Supervised fine-tuning on (prompt, response) rows; loss on response tokens only."""
 
+    feedback: Literal["none", "accepted"] = Field(
+        "none",
+        description="none: every (prompt, response) row; accepted: (prompt, response, "
+        "accepted) rows, training on the accepted ones only (the rest counted as filtered).",
+    )
+
     max_tokens: int = Field(256, ge=2, description="Prompt + response limit (response is cut).")
     packing: bool = Field(False, description="Pack short rows into max_tokens-long sequences.")
 

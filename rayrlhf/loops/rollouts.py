@@ -54,7 +54,8 @@ class ChunkRunner:
 
     ``on_replaced(role, actor)`` brings a new actor up to date before it works (a rollout
     worker loads the current policy version). ``groups`` may lack ``reference`` (an algorithm
-    whose KL coefficient is 0 starts no reference worker); its chunks have no reference result.
+    whose KL coefficient is 0 starts no reference worker) and ``reward`` (``rayrlhf label``:
+    people score the responses); its chunks then have no such result.
     """
 
     def __init__(
@@ -73,13 +74,15 @@ class ChunkRunner:
     def _dispatch(self, i: int, chunk: PromptChunk, batch: ChunkBatch) -> _InFlight:
         actors = tuple(self.groups[r].actors[i % len(self.groups[r].actors)] for r in self.roles)
         args = (chunk,) if batch.version is None else (chunk, batch.version, batch.weights)
-        rollout, r_receipt = self.groups["rollout"].submit(actors[0], *args)
-        scores, s_receipt = self.groups["reward"].submit(actors[1], rollout)
-        receipts, reference = [r_receipt, s_receipt], None
-        if "reference" in self.groups:
-            reference, f_receipt = self.groups["reference"].submit(actors[2], rollout)
-            receipts.append(f_receipt)
-        refs = ChunkRefs(tuple(chunk.sample_ids), rollout, scores, reference)
+        by_role = dict(zip(self.roles, actors, strict=True))
+        rollout, receipt = self.groups["rollout"].submit(by_role["rollout"], *args)
+        results, receipts = {"rollout": rollout}, [receipt]
+        for role in self.roles[1:]:  # scores and reference log-probs both read the rollout
+            results[role], receipt = self.groups[role].submit(by_role[role], rollout)
+            receipts.append(receipt)
+        refs = ChunkRefs(
+            tuple(chunk.sample_ids), rollout, results.get("reward"), results.get("reference")
+        )
         return _InFlight(refs, tuple(receipts), actors)
 
     def start(

@@ -30,7 +30,7 @@ from rayrlhf.engine import (
     save_hf_model,
 )
 from rayrlhf.models import disable_dropout
-from rayrlhf.roles.learner import NonFiniteError
+from rayrlhf.roles.policy_update import NonFiniteError
 from rayrlhf.tasks.base import Task
 
 

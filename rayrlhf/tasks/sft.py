@@ -1,4 +1,5 @@
-"""SFT: next-token loss on response tokens only, over (prompt, response) rows."""
+"""SFT: next-token loss on response tokens only, over (prompt, response) rows, or over the
+accepted ones of (prompt, response, accepted) rows (``sft.feedback: accepted``)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,21 @@ class SFTTask:
         self.rollout = config.rollout  # prompts are shown as PPO will show them
         self.base = config.model.policy
         self.tokenizer = load_tokenizer(config.tokenizer_path)
+        accepted_only = self.cfg.feedback == "accepted"
         train_rows, held_rows, self.report = load_split(
-            self.cfg.data, self.cfg.heldout, self.cfg.heldout_fraction, "sft", config.run.seed
+            self.cfg.data,
+            self.cfg.heldout,
+            self.cfg.heldout_fraction,
+            "binary" if accepted_only else "sft",
+            config.run.seed,
         )
+        if accepted_only:  # trlX's and TRL's SFT shape: rejected responses are not imitated
+            rows = len(train_rows) + len(held_rows)
+            train_rows = [r for r in train_rows if r["accepted"]]
+            held_rows = [r for r in held_rows if r["accepted"]]
+            self.report.filtered += rows - len(train_rows) - len(held_rows)
+            if not train_rows:
+                raise DataError(f"{self.cfg.data.path}: no accepted SFT row to train on")
         self.train = self._items(train_rows, self.cfg.data.path)
         self.heldout = self._items(held_rows, self.cfg.heldout_path)
 

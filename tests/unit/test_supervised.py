@@ -69,6 +69,32 @@ def test_sft_learns_responses_and_never_prompts(make_config, tiny_model, tmp_pat
     assert end > 0.5 * start and end > 1.0
 
 
+def test_sft_on_accepted_rows_imitates_only_the_accepted_responses(make_config, tmp_path):
+    """(prompt, response, accepted) rows, the article's SFT shape: "good" responses accepted,
+    "bad" ones rejected. Only the accepted are imitated; the rejected are counted as filtered."""
+    rows = [
+        {"prompt": f"the {w}", "response": r, "accepted": r == "good"}
+        for w in WORDS
+        for r in ("good", "bad", "bad")
+    ]
+    data = _write(tmp_path / "accepted.jsonl", rows * 2)
+    learner = _train(
+        make_config,
+        "sft",
+        f"sft.data.path={data}",
+        "sft.feedback=accepted",
+        "sft.heldout_fraction=0.0",
+        "sft.lr=3e-3",
+        "sft.epochs=6",
+        "rollout.template=plain",
+        "sft.learner.minibatch_size=4",
+    )
+    assert learner.task.report.filtered == 40 and len(learner.task.train) == 20
+    model, tok = learner.engine.module, learner.task.tokenizer
+    good, bad = _nll(model, tok, "the film", "good"), _nll(model, tok, "the film", "bad")
+    assert good < 0.2 and bad > 3.0, (good, bad)
+
+
 def test_reward_model_learns_a_synthetic_preference(make_config, tiny_model, tmp_path):
     train = _write(tmp_path / "train.jsonl", good_beats_bad(256, seed=1, tie_every=8))
     held = _write(tmp_path / "held.jsonl", good_beats_bad(64, seed=2))
