@@ -136,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     made_by: dict[str, Any] = {"prompts": config.data.prompts, "prompts_skipped": report.skipped}
     if args.task == "ranking":
-        records = ranking_records(response_pairs(config, prompts))
+        pairs = response_pairs(config, prompts)
+        # Argilla's text fields must not be empty, and a ranking against nothing teaches
+        # nothing: a prompt with an empty response is left out, and counted.
+        kept = [p for p in pairs if p[1].strip() and p[2].strip()]
+        records = ranking_records(kept)
         r = config.rollout
         made_by.update(
+            empty_responses_skipped=len(pairs) - len(kept),
             policy=config.model.policy,
             seed=config.run.seed,
             sampling={

@@ -72,6 +72,8 @@ class RewardModelTask:
 
     def _attach_features(self, rows: list[dict]) -> None:
         """Give each row ``features``: the encoded pair(s) its rewards are computed from."""
+        if not rows:  # e.g. no held-out split (heldout_fraction 0): the tokenizer takes no []
+            return
         columns = ("chosen", "rejected") if self.cfg.feedback == "pairwise" else ("response",)
         prompts = [r["prompt"] for r in rows]
         encoded = [

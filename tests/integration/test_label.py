@@ -35,30 +35,40 @@ def _annotate(record, user: uuid.UUID) -> None:
         record.responses.add(fix)
 
 
-def test_label_rank_convert_and_train_a_reward_model(
-    ray_local, make_config, tiny_model, tmp_path
-):
+def test_label_rank_convert_and_train_a_reward_model(ray_local, make_config, tiny_model, tmp_path):
     config = make_config("rollout.chunk_size=8", "rollout.template=plain")
     config_file = tmp_path / "label.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config)))
+    words = "the a movie film plot actor scene story".split()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"{a} {b} {c}"}) + "\n"
+            for a in words
+            for b, c in [("was", "very"), ("is", "quite"), ("and", "not"), ("but", "so")]
+        )
+    )
     out = tmp_path / "to_label"
-    assert label_main([str(config_file), "--out", str(out), "--limit", "32"]) == 0
+    args = [str(config_file), "--prompts", str(prompts), "--limit", "32"]
+    assert label_main([*args, "--out", str(out)]) == 0
 
     settings = json.loads((out / "settings.json").read_text())
     assert [f["name"] for f in settings["fields"]] == ["prompt", "response-1", "response-2"]
     ranking, correction = settings["questions"]
     assert ranking["name"] == "response_ranking" and ranking["type"] == "rating"
     assert [o["value"] for o in ranking["settings"]["options"]] == [1, 2, 3]
-    assert "1: response-1 is better" in ranking["title"] and "3: both are equally good" in (
-        ranking["title"]
+    assert (
+        "1: response-1 is better" in ranking["title"]
+        and "3: both are equally good" in (ranking["title"])
     )
     assert correction["name"] == "correct_response" and not correction["required"]
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert len(records) == 32 and sorted(records[0]) == ["id", "prompt", "response-1", "response-2"]
-    assert sum(r["response-1"] != r["response-2"] for r in records) > 24  # two draws each
     meta = json.loads((out / "label.json").read_text())
+    assert len(records) == 32 - meta["empty_responses_skipped"] > 24
+    assert sorted(records[0]) == ["id", "prompt", "response-1", "response-2"]
+    assert sum(r["response-1"] != r["response-2"] for r in records) > 20  # two draws each
     assert meta["policy"] == str(tiny_model) and meta["sampling"]["temperature"] == 1.0
-    assert label_main([str(config_file), "--out", str(out)]) == 2  # never overwritten
+    assert label_main([*args, "--out", str(out)]) == 2  # never overwritten
 
     # The SDK reads the folder; people rank (Argilla 2.x's record export shape).
     user = uuid.uuid4()
@@ -76,7 +86,7 @@ def test_label_rank_convert_and_train_a_reward_model(
     assert argilla_main([str(export), "--out", str(tmp_path / "rows")]) == 0
     pairs = [json.loads(x) for x in (tmp_path / "rows" / "pairs.jsonl").read_text().splitlines()]
     ties = sum(p["tie"] for p in pairs)
-    assert len(pairs) == 32 and 0 < ties < 32
+    assert len(pairs) == len(records) and 0 < ties < len(pairs)
     assert all(len(p["chosen"].split()) < len(p["rejected"].split()) for p in pairs if not p["tie"])
     fixes = (tmp_path / "rows" / "sft.jsonl").read_text().splitlines()
     assert fixes and all(json.loads(x)["response"] == "good film" for x in fixes)
@@ -85,7 +95,7 @@ def test_label_rank_convert_and_train_a_reward_model(
         None,
         [
             f"model.policy={tiny_model}",
-            f"data.prompts={config.data.prompts}",
+            f"data.prompts={prompts}",
             f"reward_model.model={tiny_model}",
             f"reward_model.data.path={tmp_path / 'rows' / 'pairs.jsonl'}",
             "reward_model.heldout_fraction=0.0",
@@ -97,7 +107,7 @@ def test_label_rank_convert_and_train_a_reward_model(
     )
     learner = SupervisedLearner(rm, "reward_model", 0)
     plan = learner.setup(*learner.rendezvous_address())
-    assert plan["train_items"] == 32 and plan["data/kept"] == 32
+    assert plan["train_items"] == len(pairs) == plan["data/kept"]
     first = learner.train_step(0)
     for step in range(1, learner.total_steps):
         last = learner.train_step(step)

@@ -88,6 +88,7 @@ def test_sft_on_accepted_rows_imitates_only_the_accepted_responses(make_config, 
         "sft.epochs=6",
         "rollout.template=plain",
         "sft.learner.minibatch_size=4",
+        "sft.learner.micro_batch_size=4",
     )
     assert learner.task.report.filtered == 40 and len(learner.task.train) == 20
     model, tok = learner.engine.module, learner.task.tokenizer
