@@ -18,7 +18,7 @@ from rayrlhf.loops.label import main as label_main
 from rayrlhf.roles.supervised import SupervisedLearner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from argilla_stub import me_only_server  # noqa: E402
+from argilla_stub import argilla_server  # noqa: E402
 
 rg = pytest.importorskip("argilla", reason="the Argilla SDK: bash launch/setup.sh installs it")
 pytestmark = pytest.mark.integration
@@ -50,7 +50,15 @@ def test_label_rank_convert_and_train_a_reward_model(ray_local, make_config, tin
     )
     out = tmp_path / "to_label"
     args = [str(config_file), "--prompts", str(prompts), "--limit", "32"]
-    assert label_main([*args, "--out", str(out)]) == 0
+    with argilla_server() as (url, server):
+        push = ["--argilla-url", url, "--api-key", "key", "--dataset", "reviews-to-rank"]
+        assert label_main([*args, "--out", str(out), *push]) == 0
+    (dataset,) = server.datasets.values()  # created through the SDK, published, records in
+    assert dataset["name"] == "reviews-to-rank" and dataset["status"] == "ready"
+    names = {kind: [x.get("name") for x in v] for (_, kind), v in server.parts.items()}
+    assert names["fields"] == ["prompt", "response-1", "response-2"]
+    assert names["questions"] == ["response_ranking", "correct_response"]
+    sent = next(v for (_, kind), v in server.parts.items() if kind == "records")
 
     settings = json.loads((out / "settings.json").read_text())
     assert [f["name"] for f in settings["fields"]] == ["prompt", "response-1", "response-2"]
@@ -68,11 +76,13 @@ def test_label_rank_convert_and_train_a_reward_model(ray_local, make_config, tin
     assert sorted(records[0]) == ["id", "prompt", "response-1", "response-2"]
     assert sum(r["response-1"] != r["response-2"] for r in records) > 20  # two draws each
     assert meta["policy"] == str(tiny_model) and meta["sampling"]["temperature"] == 1.0
+    assert [r["external_id"] for r in sent] == [r["id"] for r in records]
+    assert [r["fields"] for r in sent] == [{k: r[k] for k in r if k != "id"} for r in records]
     assert label_main([*args, "--out", str(out)]) == 2  # never overwritten
 
     # The SDK reads the folder; people rank (Argilla 2.x's record export shape).
     user = uuid.uuid4()
-    with me_only_server() as url:
+    with argilla_server() as (url, _):
         rg.Argilla(api_url=url, api_key="offline", retries=0)
         assert [q.name for q in sdk_settings(out).questions] == [
             "response_ranking",
