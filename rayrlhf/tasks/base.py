@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from rayrlhf.config import TableConfig
+from rayrlhf.data.encode import SFTExample, encode_sft
 from rayrlhf.data.tables import DataError, LoadReport, load_rows
 
 
@@ -81,3 +82,22 @@ def naming_source(path: str) -> Iterator[None]:
         yield
     except DataError as err:
         raise DataError(f"{path}: {err}") from None
+
+
+def encode_rows(
+    tokenizer: Any, rows: list[dict], stage: Any, rollout: Any, report: LoadReport, source: str
+) -> list[SFTExample]:
+    """``(prompt, response)`` rows encoded as SFT encodes them: the prompt templated as PPO's
+    rollout workers show it (``rollout.template``), the response and EOS, the ``stage``'s length
+    rules; a row error names ``source``."""
+    with naming_source(source):
+        return encode_sft(
+            tokenizer,
+            rows,
+            template=rollout.template,
+            plain_template=rollout.plain_template,
+            max_prompt_tokens=stage.max_prompt_tokens,
+            max_tokens=stage.max_tokens,
+            overlong_prompt=stage.overlong_prompt,
+            report=report,
+        )

@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.algos.preference_losses import dpo_loss, implicit_rewards, log_ratio_margin
 from rayrlhf.config import Config
-from rayrlhf.data.encode import SFTExample, collate_sft, encode_sft
+from rayrlhf.data.encode import SFTExample, collate_sft
 from rayrlhf.data.tables import DataError, LoadReport
 from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.tasks.base import load_split, naming_source
+from rayrlhf.tasks.base import encode_rows, load_split
 
 SPLITS = ("train", "heldout")
 
@@ -90,17 +90,9 @@ class DPOTask:
         c = self.cfg
         encoded = []
         for column, counted in (("chosen", report), ("rejected", LoadReport())):
-            with naming_source(source):
-                examples = encode_sft(
-                    self.tokenizer,
-                    [{**r, "response": r[column]} for r in rows],
-                    template=self.rollout.template,
-                    plain_template=self.rollout.plain_template,
-                    max_prompt_tokens=c.max_prompt_tokens,
-                    max_tokens=c.max_tokens,
-                    overlong_prompt=c.overlong_prompt,
-                    report=counted,  # a filtered prompt is one row skipped, not two
-                )
+            responses = [{**r, "response": r[column]} for r in rows]
+            # counted: a filtered prompt is one row skipped, not two
+            examples = encode_rows(self.tokenizer, responses, c, self.rollout, counted, source)
             encoded.append({e.row: e for e in examples})
         chosen, rejected = encoded
         kept = [r for r in rows if r["row"] in chosen]

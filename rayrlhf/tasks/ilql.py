@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 from rayrlhf.algos.ilql import ilql_loss, last_action_rewards
 from rayrlhf.config import Config
-from rayrlhf.data.encode import SFTExample, collate_sft, encode_sft
+from rayrlhf.data.encode import SFTExample, collate_sft
 from rayrlhf.data.tables import DataError, read_argilla
 from rayrlhf.ilql_model import ILQLHeads, ILQLPolicy
 from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.tasks.base import load_split, naming_source
+from rayrlhf.tasks.base import encode_rows, load_split
 
 TERMS = ("q", "v", "cql", "awac")
 
@@ -122,21 +122,11 @@ class ILQLTask:
     def _encode(self, rows: list[dict], source: str) -> list[Scored]:
         """Rows as :class:`Scored` items; over-long prompts counted per response."""
         c, items = self.cfg, []
-        with naming_source(source):
-            for row in rows:  # one at a time: a pairwise row gives two responses, one number
-                for example in encode_sft(
-                    self.tokenizer,
-                    [row],
-                    template=self.rollout.template,
-                    plain_template=self.rollout.plain_template,
-                    max_prompt_tokens=c.max_prompt_tokens,
-                    max_tokens=c.max_tokens,
-                    overlong_prompt=c.overlong_prompt,
-                    report=self.report,
-                ):
-                    if example.prompt_len == 0:
-                        raise DataError(f"row {row['row']}: empty prompt; ILQL needs a state")
-                    items.append(Scored(example, row["score"]))
+        for row in rows:  # one at a time: a pairwise row gives two responses, one number
+            for example in encode_rows(self.tokenizer, [row], c, self.rollout, self.report, source):
+                if example.prompt_len == 0:
+                    raise DataError(f"{source}: row {row['row']}: empty prompt; ILQL needs a state")
+                items.append(Scored(example, row["score"]))
         return items
 
     def build_model(self) -> nn.Module:

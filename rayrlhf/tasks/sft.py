@@ -10,10 +10,10 @@ from torch import Tensor, nn
 
 from rayrlhf.algos.losses import sft_nll_sum
 from rayrlhf.config import Config
-from rayrlhf.data.encode import SFTExample, collate_sft, encode_sft, pack_examples
+from rayrlhf.data.encode import SFTExample, collate_sft, pack_examples
 from rayrlhf.data.tables import DataError
 from rayrlhf.models import load_policy, load_tokenizer
-from rayrlhf.tasks.base import load_split, naming_source
+from rayrlhf.tasks.base import encode_rows, load_split
 
 
 def require_packed_masks() -> None:
@@ -59,17 +59,7 @@ class SFTTask:
 
     def _items(self, rows: list[dict], source: str) -> list[list[SFTExample]]:
         c = self.cfg
-        with naming_source(source):
-            examples = encode_sft(
-                self.tokenizer,
-                rows,
-                template=self.rollout.template,
-                plain_template=self.rollout.plain_template,
-                max_prompt_tokens=c.max_prompt_tokens,
-                max_tokens=c.max_tokens,
-                overlong_prompt=c.overlong_prompt,
-                report=self.report,
-            )
+        examples = encode_rows(self.tokenizer, rows, c, self.rollout, self.report, source)
         return pack_examples(examples, c.max_tokens) if c.packing else [[e] for e in examples]
 
     def build_model(self) -> nn.Module:
