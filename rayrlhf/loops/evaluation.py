@@ -26,6 +26,16 @@ def eval_chunks(prompts: list[str], chunk_size: int) -> list[PromptChunk]:
     ]
 
 
+def summarize_chunks(*results: Any) -> list[dict[str, Any]]:
+    """:func:`summarize_chunk` over (rollout, scores, reference) triples laid end to end.
+
+    One task for a whole evaluation: a task per chunk would have Ray start a worker process
+    for each chunk at once (they reserve no CPU), each importing torch, for a few numbers.
+    """
+    triples = [results[i : i + 3] for i in range(0, len(results), 3)]
+    return [sample for triple in triples for sample in summarize_chunk(*triple)]
+
+
 def summarize_chunk(
     rollout: Rollout, scores: Scores, reference: ReferenceLogprobs | None
 ) -> list[dict[str, Any]]:

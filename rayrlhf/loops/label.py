@@ -45,9 +45,10 @@ def label_chunks(prompts: list[str], chunk_size: int) -> list[PromptChunk]:
     ]
 
 
-def _texts(rollout: Rollout) -> list[tuple[str, str]]:
-    """(prompt, response) per row: the small part of a rollout the driver writes out."""
-    return list(zip(rollout.prompts, rollout.responses, strict=True))
+def _texts(*rollouts: Rollout) -> list[tuple[str, str]]:
+    """(prompt, response) per row of every rollout: the small part the driver writes out (one
+    task for all, not one per chunk: each concurrent task would start a worker process)."""
+    return [row for r in rollouts for row in zip(r.prompts, r.responses, strict=True)]
 
 
 def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, str]]:
@@ -75,8 +76,8 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
         )
         texts = cluster.zero_cpu_task(_texts)
         chunks = label_chunks(prompts, config.rollout.chunk_size)
-        parts = [texts.remote(refs.rollout) for refs in runner.run(chunks)]
-        rows = [row for part in ray.get(parts, timeout=config.timeouts.rollout_s) for row in part]
+        rollouts = [refs.rollout for refs in runner.run(chunks)]
+        rows = ray.get(texts.remote(*rollouts), timeout=config.timeouts.rollout_s)
     finally:
         group.shutdown()
     return [(rows[k][0], rows[k][1], rows[k + 1][1]) for k in range(0, len(rows), 2)]
