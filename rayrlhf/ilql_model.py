@@ -135,7 +135,8 @@ def is_ilql_folder(folder: str | Path) -> bool:
 
 
 def load_ilql(folder: str | Path, precision: str = "fp32") -> tuple[ILQLPolicy, dict]:
-    """The policy and heads saved by :meth:`ILQLPolicy.save`, and the saved decoding defaults."""
+    """The policy and heads saved by :meth:`ILQLPolicy.save_pretrained`, and the saved
+    decoding defaults."""
     from safetensors.torch import load_file
 
     from rayrlhf.models import DTYPES, load_policy
@@ -146,6 +147,15 @@ def load_ilql(folder: str | Path, precision: str = "fp32") -> tuple[ILQLPolicy, 
     heads = ILQLHeads(meta["hidden"], meta["vocab"], meta["two_qs"], DTYPES[precision])
     heads.load_state_dict(load_file(str(folder / HEADS_FILE)))
     return ILQLPolicy(base, heads, meta["beta"], meta["top_k"]), meta
+
+
+def nucleus(logp: Tensor, top_p: float) -> Tensor:
+    """(B, V) log-probs renormalised over the smallest set of tokens holding ``top_p`` of the
+    mass (the most likely token always stays)."""
+    sorted_logp, order = logp.sort(-1, descending=True)
+    before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()  # mass of the better tokens
+    drop = (before >= top_p).scatter(-1, order, before >= top_p)
+    return logp.masked_fill(drop, float("-inf")).log_softmax(-1)
 
 
 @torch.no_grad()
@@ -161,12 +171,15 @@ def ilql_sample(
     eos_id: int,
     pad_id: int,
     generator: torch.Generator,
+    top_p: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """(B, P) left-padded prompts → (B, R) response ids and (B, R) log-probs of the sampled
     tokens under the ILQL-shifted distribution at ``temperature``, with the KV cache.
 
     Each step samples from log π + β·(min target Q − V) over the ``top_k`` best tokens, divided
-    by the temperature. Finished rows (after EOS) get ``pad_id`` and log-prob 0.
+    by the temperature, then cut to the smallest set holding ``top_p`` of the mass (nucleus;
+    1 keeps all). The log-probs are those of the distribution sampled from. Finished rows
+    (after EOS) get ``pad_id`` and log-prob 0.
     """
     mask = prompt_mask.clone()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -179,6 +192,8 @@ def ilql_sample(
         _, target_qs, v = model.heads(out.hidden_states[-1][:, -1])
         logp = ilql_logprobs(out.logits[:, -1], target_qs, v, beta, top_k)
         logp = (logp / temperature).log_softmax(-1)
+        if top_p < 1.0:
+            logp = nucleus(logp, top_p)
         token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         tokens.append(token)

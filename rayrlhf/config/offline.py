@@ -97,6 +97,14 @@ class ILQLConfig(_StageConfig):
                 "ilql.learner.zero_stage=3: the Polyak update of the target Q heads writes "
                 "whole parameters in place on every rank; use zero_stage 1 or 2"
             )
+        if self.learner.precision != "fp32" and self.alpha < 0.05:
+            # A 16-bit target moves by α·(Q − target) per update: below half a 16-bit step
+            # (2⁻⁹ of its size for bf16) the update rounds away and the target never moves.
+            raise ValueError(
+                f"ilql.alpha={self.alpha} with ilql.learner.precision={self.learner.precision}: "
+                "16-bit target heads round such small Polyak updates away; use precision fp32 "
+                "or alpha >= 0.05"
+            )
         if self.data.format == "argilla" and self.feedback != "pairwise":
             raise ValueError("ilql: an Argilla export is pairwise feedback; set feedback: pairwise")
         return _check_room(self)

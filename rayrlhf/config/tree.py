@@ -50,6 +50,11 @@ class Config(_Section):
     def _one_third_step(self) -> Config:
         if self.dpo is not None and self.ilql is not None:
             raise ValueError("give a dpo or an ilql section, not both: each is a third step")
+        if self.ilql is not None and self.rollout.backend == "vllm":
+            raise ValueError(
+                "an ilql stage's policy decodes with its Q and V heads, which vLLM does not run: "
+                "set rollout.backend: hf"
+            )
         return self
 
     @model_validator(mode="after")

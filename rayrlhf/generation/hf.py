@@ -69,7 +69,8 @@ class HFEngine:
     def _generate_ilql(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, chunk_seed: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ILQL decoding: the policy's log-probs shifted by β·(min target Q − V), top-k."""
+        """ILQL decoding: the policy's log-probs shifted by β·(min target Q − V), top-k, then
+        the rollout's temperature and top-p."""
         tok = self.tokenizer
         response_ids, logprobs = ilql_sample(
             self.model,
@@ -82,6 +83,7 @@ class HFEngine:
             eos_id=tok.eos_token_id,
             pad_id=tok.pad_token_id,
             generator=torch.Generator(self.device).manual_seed(chunk_seed),
+            top_p=self.cfg.top_p,
         )
         return response_ids.cpu(), logprobs.cpu()
 

@@ -95,7 +95,7 @@ def evaluate_policies(config: Config, others: list[str], prompts: list[str]) -> 
         )
 
     try:
-        results, plain = [evaluate()], True
+        results, plain = [evaluate()], not is_ilql_folder(c.model.policy)
         for version, path in enumerate(others, start=1):
             ilql = is_ilql_folder(path)
             if ilql or not plain:  # another kind of engine than the workers hold

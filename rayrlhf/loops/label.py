@@ -18,6 +18,7 @@ export.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -110,6 +111,13 @@ def _config(args: argparse.Namespace) -> Config:
         tree["model"]["tokenizer"] = tree["model"]["tokenizer"] or args.policy
     if args.prompts:
         tree["data"]["prompts"] = args.prompts
+    from rayrlhf.ilql_model import is_ilql_folder
+
+    if is_ilql_folder(tree["model"]["policy"]) and tree["rollout"]["backend"] == "vllm":
+        raise ConfigError(
+            f"{tree['model']['policy']} is an ILQL policy, which decodes with its Q and V heads "
+            "(vLLM does not run them): use --set rollout.backend=hf"
+        )
     for stage in ("sft", "reward_model", "dpo", "ilql"):
         tree[stage] = None  # labelling runs none of them
     if config.reward_model is not None:  # the config's reward source was the RM stage
@@ -124,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if server and not (args.api_key and args.dataset):
             raise ConfigError("--argilla-url needs --api-key (or ARGILLA_API_KEY) and --dataset")
+        if args.limit is not None and args.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {args.limit}")
         config = _config(args)
         prompts, report = load_prompts(
             config.data.prompts, config.data.prompt_key, config.data.max_bad_fraction
@@ -136,7 +146,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rayrlhf: {err}", file=sys.stderr)
         return 2
     made_by: dict[str, Any] = {"prompts": config.data.prompts, "prompts_skipped": report.skipped}
-    if args.task == "ranking":
+    try:
+        records, made_by = _records(args.task, config, prompts, made_by)
+    except Exception as err:  # lost workers past the restart budget, actors that cannot start
+        from rayrlhf.faults import one_line
+
+        print(f"rayrlhf: generating the responses failed: {one_line(err)}", file=sys.stderr)
+        return 1
+    folder = write_dataset(args.out, args.task, records, made_by, guidelines)
+    print(f"wrote {len(records)} {args.task} records to {folder}")
+    if server:
+        from rayrlhf.data.argilla_sdk import push
+
+        try:
+            dataset = push(folder, args.argilla_url, args.api_key, args.dataset, args.workspace)
+        except Exception as err:  # unreachable server, bad key, a dataset of that name
+            print(
+                f"rayrlhf: creating the Argilla dataset on {args.argilla_url} failed: {err}; "
+                f"the files are in {folder}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"created Argilla dataset {dataset.name!r} on {args.argilla_url}")
+    return 0
+
+
+def _records(
+    task: str, config: Config, prompts: list[str], made_by: dict[str, Any]
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The task's records, and ``made_by`` with how the responses were made."""
+    if task == "ranking":
         pairs = response_pairs(config, prompts)
         # Argilla's text fields must not be empty, and a ranking against nothing teaches
         # nothing: a prompt with an empty response is left out, and counted.
@@ -155,16 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                 "max_new_tokens": r.max_new_tokens,
             },
         )
+        from rayrlhf.ilql_model import META_FILE, is_ilql_folder
+
+        if is_ilql_folder(config.model.policy):  # decoded with its heads: say how
+            meta = json.loads((Path(config.model.policy) / META_FILE).read_text())
+            made_by["sampling"]["ilql"] = {"beta": meta["beta"], "top_k": meta["top_k"]}
     else:
         records = completion_records(prompts)
-    folder = write_dataset(args.out, args.task, records, made_by, guidelines)
-    print(f"wrote {len(records)} {args.task} records to {folder}")
-    if server:
-        from rayrlhf.data.argilla_sdk import push
-
-        dataset = push(folder, args.argilla_url, args.api_key, args.dataset, args.workspace)
-        print(f"created Argilla dataset {dataset.name!r} on {args.argilla_url}")
-    return 0
+    return records, made_by
 
 
 if __name__ == "__main__":

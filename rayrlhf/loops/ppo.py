@@ -31,7 +31,7 @@ import ray
 from rayrlhf import cluster, resume
 from rayrlhf.buffer import ExperienceBuffer
 from rayrlhf.checkpoint import inject_fault
-from rayrlhf.config import Config, to_dict
+from rayrlhf.config import Config, ConfigError, to_dict
 from rayrlhf.data.prompts import PromptSource, load_prompts
 from rayrlhf.faults import (
     FaultCounts,
@@ -42,6 +42,7 @@ from rayrlhf.faults import (
     one_line,
     write_error_log,
 )
+from rayrlhf.ilql_model import is_ilql_folder
 from rayrlhf.loops.heldout import evaluate_chunks
 from rayrlhf.loops.rollouts import ChunkRunner
 from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
@@ -71,6 +72,12 @@ class PPOTrainer:
     def __init__(
         self, config: Config, run_dir: str | Path | None = None, roles: Roles = Roles()
     ) -> None:
+        if is_ilql_folder(config.model.policy):
+            raise ConfigError(
+                f"model.policy {config.model.policy} is an ILQL policy (LM plus Q and V heads), "
+                "which decodes with its heads; online training trains the LM alone: give its "
+                "plain LM folder (or the SFT model) instead"
+            )
         self.config, self.roles = config, roles
         self.run_dir = Path(run_dir or Path(config.run.output_dir) / config.run.name)
         self.checkpoints = self.run_dir / "checkpoints"

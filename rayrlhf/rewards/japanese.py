@@ -49,13 +49,23 @@ def ensure_locale(folder: Path | None = None) -> str | None:
             )
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{LOCALE}.{os.getpid()}"
-        subprocess.run(
-            [localedef, "-i", "en_US", "-f", "UTF-8", str(tmp)], check=True, capture_output=True
+        done = subprocess.run(
+            [localedef, "-i", "en_US", "-f", "UTF-8", str(tmp)], capture_output=True, text=True
         )
+        # localedef exits 1 on mere warnings: what counts is whether the locale now loads.
+        if not (tmp / "LC_CTYPE").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(
+                f"asari needs the {LOCALE} locale; localedef could not build it "
+                f"({done.stderr.strip() or done.returncode}); install the locale "
+                "(e.g. the locales or locales-all package) or its definitions"
+            )
         try:
             tmp.rename(folder / LOCALE)  # another process may have built it meanwhile
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+    # For this process and its children; glibc then reads locales from this folder only, which
+    # holds the one this process needs.
     os.environ["LOCPATH"] = str(folder)
     if not _locale_loads():
         raise RuntimeError(f"built {folder / LOCALE}, but glibc still cannot load {LOCALE}")

@@ -108,10 +108,11 @@ class ILQLTask:
         if c.heldout is not None:
             sources.append((c.heldout, held))
         held_prompts = {r["prompt"] for r in held}
+        kept = held_prompts | {r["prompt"] for r in train}  # a table's limit applies to both
         for table, side in sources:
             if table.format != "argilla":
                 continue
-            for fix in read_argilla(table).sft:
+            for fix in (f for f in read_argilla(table).sft if f["prompt"] in kept):
                 target = side
                 if target is None:  # held-out rows split off data: follow the prompt
                     target = held if fix["prompt"] in held_prompts else train

@@ -97,3 +97,11 @@ def test_beta_moves_samples_toward_the_high_q_token(tiny_model):
         return (tokens == good).float().mean().item()
 
     assert rate(2.0) > 3 * rate(0.0) + 0.1
+
+
+def test_nucleus_keeps_the_smallest_set_holding_top_p():
+    from rayrlhf.ilql_model import nucleus
+
+    logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    assert torch.allclose(nucleus(logp, 0.7).exp(), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    assert torch.allclose(nucleus(logp, 1e-9).exp(), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
