@@ -23,7 +23,10 @@ done
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=(.venv/bin/python -m pip install -qq --disable-pip-version-check)
+# --no-compile: pip would byte-compile every module of every package (vLLM, transformers,
+# torch, ray: some 20,000 files, about a minute of CPU); Python compiles the few thousand that
+# are imported when they first are (warmed at the end, once).
+PIP=(.venv/bin/python -m pip install -qq --disable-pip-version-check --no-compile)
 
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -98,6 +101,8 @@ if [ "$JAPANESE" = 1 ]; then
   .venv/bin/python -m rayrlhf.assets gemma3 >/dev/null
   .venv/bin/python -m rayrlhf.demo.japanese_data >/dev/null
 fi
+# Byte-compile what every run imports, once, before parallel processes would each do it.
+.venv/bin/python -c "import rayrlhf.loops.ppo, rayrlhf.loops.pipeline, rayrlhf.roles.supervised, rayrlhf.generation.hf" 2>/dev/null || true
 if ! wait "$OPS_PID"; then
   echo "[setup] DeepSpeed's native ops did not build; see $(pwd)/.venv/native_ops.log" >&2
   exit 1

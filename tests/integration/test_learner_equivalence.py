@@ -1,4 +1,5 @@
-"""1, 2 and 4 learner ranks given the same global batch reach the same parameters and gradients.
+"""1 learner rank (ZeRO-2) and 2 ranks (ZeRO-3) given the same global batch reach the same
+parameters and gradients.
 
 Sampling is seeded per chunk, whitening and losses are normalised over the global minibatch, so
 the rank count changes only the order of float sums: the parameters agree to float precision.
@@ -42,11 +43,10 @@ def _train(make_config, tmp_path, ranks: int, zero_stage: int) -> dict[str, torc
     return {"history": history, "weights": weights}
 
 
-def test_one_two_four_ranks_reach_the_same_parameters(ray_local, make_config, tmp_path):
+def test_one_and_two_ranks_reach_the_same_parameters(ray_local, make_config, tmp_path):
     runs = {
         (1, 2): _train(make_config, tmp_path, 1, 2),
-        (2, 2): _train(make_config, tmp_path, 2, 2),
-        (4, 3): _train(make_config, tmp_path, 4, 3),
+        (2, 3): _train(make_config, tmp_path, 2, 3),
     }
     base = runs[(1, 2)]
     initial_gap = None
