@@ -204,22 +204,29 @@ def test_a_stage_that_died_mid_way_resumes_to_the_uninterrupted_result(
     ]
 
 
+def _offline_base(tiny_model, data, out, name: str) -> list[str]:
+    """What the DPO and ILQL pipelines share: the tiny policy, its prompts, the rule reward."""
+    return [
+        f"run.output_dir={out}",
+        f"run.name={name}",
+        "run.progress_bar=false",
+        f"model.policy={tiny_model}",
+        f"data.prompts={data['prompts']}",
+        "reward.function=rayrlhf.rewards.rules:target_word_frequency",
+        f"eval.prompts.path={data['prompts']}",
+        "eval.num_prompts=16",
+        "rollout.max_new_tokens=6",
+        "rollout.template=plain",
+    ]
+
+
 def _dpo_config(tiny_model, data, out, *extra):
     """DPO on the "good beats bad" pairs as the third step (no SFT or RM stage: the rule reward,
     the frequency of "good", judges held-out continuations before and after)."""
     return load(
         None,
         [
-            f"run.output_dir={out}",
-            "run.name=dpo",
-            "run.progress_bar=false",
-            f"model.policy={tiny_model}",
-            f"data.prompts={data['prompts']}",
-            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
-            f"eval.prompts.path={data['prompts']}",
-            "eval.num_prompts=16",
-            "rollout.max_new_tokens=6",
-            "rollout.template=plain",
+            *_offline_base(tiny_model, data, out, "dpo"),
             "reference.num_workers=2",
             f"dpo.data.path={data['pairs']}",
             "dpo.heldout_fraction=0.2",
@@ -271,16 +278,7 @@ def _ilql_config(tiny_model, data, out, *extra):
     return load(
         None,
         [
-            f"run.output_dir={out}",
-            "run.name=ilql",
-            "run.progress_bar=false",
-            f"model.policy={tiny_model}",
-            f"data.prompts={data['prompts']}",
-            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
-            f"eval.prompts.path={data['prompts']}",
-            "eval.num_prompts=16",
-            "rollout.max_new_tokens=6",
-            "rollout.template=plain",
+            *_offline_base(tiny_model, data, out, "ilql"),
             f"ilql.data.path={data['pairs']}",
             "ilql.feedback=pairwise",
             "ilql.heldout_fraction=0.2",
