@@ -119,8 +119,8 @@ def last_action_rewards(scores: Tensor, lengths: Tensor, width: int) -> Tensor:
     return rewards
 
 
-def normalize_scores(scores: Tensor) -> Tensor:
-    """Scores standardised over the whole data set (mean 0, std 1; std 0 leaves them centred)."""
-    std = scores.std() if len(scores) > 1 else scores.new_tensor(0.0)
-    centred = scores - scores.mean()
-    return centred / std if std > 0 else centred
+def score_statistics(scores: Tensor) -> tuple[float, float]:
+    """(mean, std) of the training scores (N,), to standardise every row's score with, held-out
+    rows included; the std is 1 where it is 0 or undefined (one row), which only centres them."""
+    std = float(scores.std()) if len(scores) > 1 else 0.0
+    return float(scores.mean()), std if std > 0 else 1.0

@@ -46,10 +46,37 @@ def label_chunks(prompts: list[str], chunk_size: int) -> list[PromptChunk]:
     ]
 
 
-def _texts(*rollouts: Rollout) -> list[tuple[str, str]]:
-    """(prompt, response) per row of every rollout: the small part the driver writes out (one
-    task for all, not one per chunk: each concurrent task would start a worker process)."""
-    return [row for r in rollouts for row in zip(r.prompts, r.responses, strict=True)]
+def _texts(*rollouts: Rollout) -> list[tuple[str, str, str]]:
+    """(sample_id, prompt, response) per row of every rollout: the small part the driver writes
+    out (one task for all, not one per chunk: each concurrent task would start a worker
+    process)."""
+    return [row for r in rollouts for row in zip(r.sample_ids, r.prompts, r.responses, strict=True)]
+
+
+def pair_by_id(rows: list[tuple[str, str, str]], n_prompts: int) -> list[tuple[str, str, str]]:
+    """(prompt, response-1, response-2) per prompt, in prompt order, from ``(sample_id, prompt,
+    response)`` rows with ids ``label-i.1`` / ``label-i.2``.
+
+    Pairs go by id, not by position: whatever order the chunks come back in, each prompt's two
+    responses stay together. A missing or repeated id is an error (never a silent mis-pairing).
+    """
+    by_id: dict[str, tuple[str, str]] = {}
+    for sample_id, prompt, response in rows:
+        if sample_id in by_id:
+            raise RuntimeError(f"sample {sample_id} came back twice")
+        by_id[sample_id] = (prompt, response)
+    expected = {f"label-{i}.{j}" for i in range(n_prompts) for j in (1, 2)}
+    if set(by_id) != expected:
+        missing = sorted(expected - set(by_id))[:3]
+        extra = sorted(set(by_id) - expected)[:3]
+        raise RuntimeError(f"label samples missing {missing} or unexpected {extra}")
+    pairs = []
+    for i in range(n_prompts):
+        (prompt, first), (again, second) = by_id[f"label-{i}.1"], by_id[f"label-{i}.2"]
+        if prompt != again:
+            raise RuntimeError(f"label-{i}.1 and label-{i}.2 carry different prompts")
+        pairs.append((prompt, first, second))
+    return pairs
 
 
 def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, str]]:
@@ -81,7 +108,7 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
         rows = ray.get(texts.remote(*rollouts), timeout=config.timeouts.rollout_s)
     finally:
         group.shutdown()
-    return [(rows[k][0], rows[k][1], rows[k + 1][1]) for k in range(0, len(rows), 2)]
+    return pair_by_id(rows, len(prompts))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rayrlhf.algos.ilql import ilql_loss, last_action_rewards
+from rayrlhf.algos.ilql import ilql_loss, last_action_rewards, score_statistics
 from rayrlhf.config import Config
 from rayrlhf.data.encode import SFTExample, collate_sft
 from rayrlhf.data.tables import DataError, read_argilla
@@ -92,11 +92,7 @@ class ILQLTask:
         if not self.train:
             raise DataError(f"{c.data.path}: no ILQL training rows left")
         scores = torch.tensor([s.score for s in self.train], dtype=torch.float64)
-        self.mean, self.std = 0.0, 1.0
-        if c.normalize_scores:
-            self.mean = float(scores.mean())
-            std = float(scores.std()) if len(scores) > 1 else 0.0
-            self.std = std if std > 0 else 1.0
+        self.mean, self.std = score_statistics(scores) if c.normalize_scores else (0.0, 1.0)
         for item in (*self.train, *self.heldout):
             item.score = (item.score - self.mean) / self.std
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,6 +222,21 @@ def _offline_base(tiny_model, data, out, name: str) -> list[str]:
     ]
 
 
+def _rerun_skips(make_config, stage: str, summaries: dict, capsys) -> None:
+    """The same pipeline again: the finished offline stage is skipped (its model untouched, its
+    summary read back), and the same stage with a changed config is refused."""
+    config = make_config()
+    run = Path(config.run.output_dir) / config.run.name / stage
+    stamps = {p: p.stat().st_mtime_ns for p in run.glob("model/*")}
+    capsys.readouterr()
+    again = run_pipeline(config)
+    assert f"[pipeline] {stage}: finished earlier" in capsys.readouterr().out
+    assert again[stage] == json.loads(json.dumps(summaries[stage]))
+    assert stamps == {p: p.stat().st_mtime_ns for p in run.glob("model/*")}
+    with pytest.raises(ConfigError, match=f"stage {stage} .* finished with a different config"):
+        run_pipeline(make_config(f"{stage}.lr=0.5"))
+
+
 def _dpo_config(tiny_model, data, out, *extra):
     """DPO on the "good beats bad" pairs as the third step (no SFT or RM stage: the rule reward,
     the frequency of "good", judges held-out continuations before and after)."""
@@ -245,7 +262,7 @@ def _dpo_config(tiny_model, data, out, *extra):
 
 
 def test_dpo_as_third_step_gains_on_held_out_prompts_and_agrees_across_ranks(
-    ray_local, tiny_model, data, tmp_path
+    ray_local, tiny_model, data, tmp_path, capsys
 ):
     """The pipeline's DPO stage: two reference workers score every pair once, two ZeRO-3 ranks
     train, and the closing comparison (same prompts and seeds before and after) shows the
@@ -265,6 +282,7 @@ def test_dpo_as_third_step_gains_on_held_out_prompts_and_agrees_across_ranks(
     gain = dpo["eval"]["gain"]
     assert gain["mean"] > 2 * gain["stderr"] > 0, gain
     assert dpo["eval"]["after"]["kl/mean"] > 0.05  # it moved away from the reference
+    _rerun_skips(partial(_dpo_config, tiny_model, data, tmp_path), "dpo", summaries, capsys)
 
     one_rank = _dpo_config(tiny_model, data, tmp_path, "dpo.learner.num_ranks=1")
     one_rank = with_reference(one_rank, stage / "reference_logprobs")
@@ -299,7 +317,7 @@ def _ilql_config(tiny_model, data, out, *extra):
 
 
 def test_ilql_as_third_step_gains_on_held_out_prompts_and_agrees_across_ranks(
-    ray_local, tiny_model, data, tmp_path
+    ray_local, tiny_model, data, tmp_path, capsys
 ):
     """The pipeline's ILQL stage on two ranks: the rollout workers decode the saved ILQL
     folder (policy plus heads) and say "good" more often than the starting policy on the same
@@ -311,6 +329,7 @@ def test_ilql_as_third_step_gains_on_held_out_prompts_and_agrees_across_ranks(
     assert gain["mean"] > 2 * gain["stderr"] > 0, gain
     assert ilql["eval"]["after"]["kl/mean"] > 0.05
     assert (tmp_path / "ilql" / "ilql" / "model" / "ilql_heads.safetensors").is_file()
+    _rerun_skips(partial(_ilql_config, tiny_model, data, tmp_path), "ilql", summaries, capsys)
 
     one = run_supervised_stage(
         _ilql_config(tiny_model, data, tmp_path, "ilql.learner.num_ranks=1"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -100,3 +102,24 @@ def test_a_config_includes_another_and_overrides_what_differs(tmp_path):
     loop.write_text("include: loop.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         load(loop)
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "launch" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_config_validates(path):
+    """The demo and cluster configs are read by no other test: a schema change that breaks one
+    fails here, not in a user's first run."""
+    config = load(path)
+    third = {"review_dpo": "dpo", "review_ilql": "ilql", "review_grpo": "grpo"}.get(path.stem)
+    if third == "grpo":
+        assert config.algorithm.name == "grpo"
+    elif third is not None:
+        assert getattr(config, third) is not None
+
+
+def test_the_shipped_configs_are_all_there():
+    assert {"review_pipeline", "review_grpo", "review_dpo", "review_ilql", "japanese_pipeline"} <= {
+        p.stem for p in SHIPPED
+    }

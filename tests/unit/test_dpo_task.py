@@ -102,3 +102,22 @@ def test_a_rerun_keeps_the_reference_parts_and_drops_those_of_another_worker_cou
     monkeypatch.setattr(cluster, "role_group", no_workers)
     folder = reference_logprobs(config, stage)
     assert sorted(p.name for p in folder.iterdir()) == ["part-000-of-002.pt", "part-001-of-002.pt"]
+
+
+def test_a_resumed_dpo_run_ends_where_an_uninterrupted_one_does(dpo_config, tmp_path):
+    """4 steps straight, and 2 + (load, 2) in a new learner reading the same reference parts,
+    end with equal parameters and optimizer state: nothing that decides the remaining steps is
+    left out of the checkpoint."""
+    config = dpo_config("dpo.max_steps=4")
+    _reference(config)
+    first = _learner(config)
+    for step in range(2):
+        first.train_step(step)
+    first.save_checkpoint(str(tmp_path / "ckpt"))
+    for step in range(2, 4):
+        first.train_step(step)
+    second = _learner(config)
+    second.load_checkpoint(str(tmp_path / "ckpt"))
+    for step in range(2, 4):
+        second.train_step(step)
+    assert first.state_digest() == second.state_digest()

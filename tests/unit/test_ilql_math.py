@@ -11,8 +11,8 @@ from rayrlhf.algos.ilql import (
     ilql_logprobs,
     ilql_loss,
     last_action_rewards,
-    normalize_scores,
     polyak_update,
+    score_statistics,
 )
 
 
@@ -109,9 +109,9 @@ def test_gradients_reach_q_and_v_but_not_through_the_targets():
 def test_reward_sits_on_the_last_action_and_scores_are_normalised():
     rewards = last_action_rewards(torch.tensor([1.0, -1.0]), torch.tensor([3, 1]), 4)
     assert rewards.tolist() == [[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0]]
-    z = normalize_scores(torch.tensor([1.0, 2.0, 3.0]))
-    assert z.tolist() == pytest.approx([-1.0, 0.0, 1.0])
-    assert normalize_scores(torch.tensor([2.0, 2.0])).tolist() == [0.0, 0.0]
+    assert score_statistics(torch.tensor([1.0, 2.0, 3.0])) == pytest.approx((2.0, 1.0))
+    assert score_statistics(torch.tensor([2.0, 2.0])) == (2.0, 1.0)  # equal scores: centred only
+    assert score_statistics(torch.tensor([4.0])) == (4.0, 1.0)
 
 
 def test_polyak_moves_targets_by_alpha():

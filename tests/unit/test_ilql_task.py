@@ -132,6 +132,20 @@ def test_argilla_corrections_join_as_positive_rows(make_config, tmp_path):
         make_config(f"ilql.data.path={export}", "ilql.data.format=argilla")
 
 
+def test_scores_are_standardised_with_the_training_rows_statistics(ilql_config, tmp_path):
+    """Held-out rows use the training mean and std (20% "good" at +1, the rest −1), not their
+    own; the data's standardised scores have mean 0 and std 1 over the training rows."""
+    task = ILQLTask(ilql_config())
+    raw = [json.loads(x)["score"] for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    mean, std = torch.tensor(raw).mean().item(), torch.tensor(raw).std().item()
+    assert (task.mean, task.std) == pytest.approx((mean, std))
+    train = torch.tensor([i.score for i in task.train])
+    assert (train.mean().item(), train.std().item()) == pytest.approx((0.0, 1.0), abs=1e-6)
+    held_raw = [json.loads(x)["score"] for x in (tmp_path / "held.jsonl").read_text().splitlines()]
+    held = sorted(i.score for i in task.heldout)
+    assert held == pytest.approx(sorted((r - mean) / std for r in held_raw))
+
+
 def test_zero3_is_refused_at_start(ilql_config):
     with pytest.raises(ConfigError, match="zero_stage=3"):
         ilql_config("ilql.learner.zero_stage=3")

@@ -10,7 +10,7 @@ from argilla_stub import argilla_server
 
 from rayrlhf.config import to_dict
 from rayrlhf.data.labelling import ranking_records, settings, write_dataset
-from rayrlhf.loops.label import label_chunks
+from rayrlhf.loops.label import label_chunks, pair_by_id
 from rayrlhf.loops.label import main as label_main
 
 rg = pytest.importorskip("argilla", reason="the Argilla SDK: bash launch/setup.sh installs it")
@@ -90,3 +90,19 @@ def test_two_responses_per_prompt_are_one_group_with_their_own_ids():
     assert chunk.group_size == 2 and chunk.prompts == ["a", "a", "b", "b"]
     assert chunk.sample_ids == ["label-0.1", "label-0.2", "label-1.1", "label-1.2"]
     assert [len(c.prompts) for c in label_chunks(list("abcde"), chunk_size=2)] == [4, 4, 2]
+
+
+def test_responses_pair_by_sample_id_whatever_order_they_come_back_in():
+    rows = [
+        ("label-1.2", "b", "b2"),
+        ("label-0.1", "a", "a1"),
+        ("label-1.1", "b", "b1"),
+        ("label-0.2", "a", "a2"),
+    ]
+    assert pair_by_id(rows, 2) == [("a", "a1", "a2"), ("b", "b1", "b2")]
+    with pytest.raises(RuntimeError, match="missing"):
+        pair_by_id(rows[:3], 2)
+    with pytest.raises(RuntimeError, match="twice"):
+        pair_by_id([*rows, rows[0]], 2)
+    with pytest.raises(RuntimeError, match="different prompts"):
+        pair_by_id([*rows[:3], ("label-0.2", "z", "a2")], 2)
