@@ -44,18 +44,10 @@ GUIDELINES = {
 }
 
 
-def _text_field(name: str, title: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "title": title,
-        "required": True,
-        "description": None,
-        "settings": {"type": "text", "use_markdown": False},
-        "type": "text",
-    }
-
-
-def _text_question(name: str, title: str, description: str, required: bool) -> dict[str, Any]:
+def _text(
+    name: str, title: str, description: str | None = None, required: bool = True
+) -> dict[str, Any]:
+    """A text field or text question: Argilla serialises both in this one shape."""
     return {
         "name": name,
         "title": title,
@@ -72,9 +64,9 @@ def settings(task: Task, guidelines: str | None = None) -> dict[str, Any]:
         meanings = "; ".join(f"{v}: {t}" for v, t in RANKING_VALUES.items())
         prompt, first, second = FIELDS
         fields = [
-            _text_field(prompt, "Prompt"),
-            _text_field(first, "Response 1"),
-            _text_field(second, "Response 2"),
+            _text(prompt, "Prompt"),
+            _text(first, "Response 1"),
+            _text(second, "Response 2"),
         ]
         questions = [
             {
@@ -85,7 +77,7 @@ def settings(task: Task, guidelines: str | None = None) -> dict[str, Any]:
                 "settings": {"type": "rating", "options": [{"value": v} for v in RANKING_VALUES]},
                 "type": "rating",
             },
-            _text_question(
+            _text(
                 CORRECTION,
                 "A correct response, if neither is right",
                 "Optional: write the response the model should have given.",
@@ -93,10 +85,8 @@ def settings(task: Task, guidelines: str | None = None) -> dict[str, Any]:
             ),
         ]
     elif task == "completion":
-        fields = [_text_field(FIELDS[0], "Prompt")]
-        questions = [
-            _text_question(COMPLETION, "Your response", "Write the response to the prompt.", True)
-        ]
+        fields = [_text(FIELDS[0], "Prompt")]
+        questions = [_text(COMPLETION, "Your response", "Write the response to the prompt.", True)]
     else:
         raise ValueError(f"unknown labelling task {task!r}; expected ranking or completion")
     return {

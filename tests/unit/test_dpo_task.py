@@ -7,6 +7,7 @@ import math
 
 import pytest
 from preference_rows import good_beats_bad
+from supervised_resume import learner, straight_and_resumed
 
 from rayrlhf.data.tables import DataError
 from rayrlhf.roles.preference_reference import PreferenceReference
@@ -46,9 +47,7 @@ def _reference(config, count: int = 1) -> None:
 
 
 def _learner(config) -> SupervisedLearner:
-    learner = SupervisedLearner(config, "dpo", 0)
-    learner.setup(*learner.rendezvous_address())
-    return learner
+    return learner(config, "dpo")
 
 
 def test_dpo_starts_at_ln2_and_learns_the_preference_on_held_out_pairs(dpo_config):
@@ -110,14 +109,5 @@ def test_a_resumed_dpo_run_ends_where_an_uninterrupted_one_does(dpo_config, tmp_
     left out of the checkpoint."""
     config = dpo_config("dpo.max_steps=4")
     _reference(config)
-    first = _learner(config)
-    for step in range(2):
-        first.train_step(step)
-    first.save_checkpoint(str(tmp_path / "ckpt"))
-    for step in range(2, 4):
-        first.train_step(step)
-    second = _learner(config)
-    second.load_checkpoint(str(tmp_path / "ckpt"))
-    for step in range(2, 4):
-        second.train_step(step)
+    first, second = straight_and_resumed(config, "dpo", tmp_path / "ckpt")
     assert first.state_digest() == second.state_digest()

@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 from preference_rows import WORDS
+from supervised_resume import learner, straight_and_resumed
 
 from rayrlhf.config import ConfigError
 from rayrlhf.data.encode import SFTExample
@@ -152,9 +153,7 @@ def test_zero3_is_refused_at_start(ilql_config):
 
 
 def _learner(config) -> SupervisedLearner:
-    learner = SupervisedLearner(config, "ilql", 0)
-    learner.setup(*learner.rendezvous_address())
-    return learner
+    return learner(config, "ilql")
 
 
 def _good_rate(policy, tok, prompts: list[str], beta: float) -> float:
@@ -210,16 +209,7 @@ def test_a_resumed_ilql_run_ends_with_the_same_heads_and_targets(ilql_config, tm
     """The target Q heads live in the checkpoint: 4 steps straight, and 2 + (load, 2) in a
     new learner, end with equal parameters (targets included) and optimizer state."""
     config = ilql_config("ilql.max_steps=4", "ilql.alpha=0.5")  # targets keep their history
-    first = _learner(config)
-    for step in range(2):
-        first.train_step(step)
-    first.save_checkpoint(str(tmp_path / "ckpt"))
-    for step in range(2, 4):
-        first.train_step(step)
-    second = _learner(config)
-    second.load_checkpoint(str(tmp_path / "ckpt"))
-    for step in range(2, 4):
-        second.train_step(step)
+    first, second = straight_and_resumed(config, "ilql", tmp_path / "ckpt")
     assert first.state_digest() == second.state_digest()
     targets = [list(x.engine.module.heads.target_q.parameters()) for x in (first, second)]
     assert all(torch.equal(a, b) for a, b in zip(*targets, strict=True))
