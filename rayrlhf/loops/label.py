@@ -111,6 +111,23 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
     return pair_by_id(rows, len(prompts))
 
 
+def rankable(
+    pairs: list[tuple[str, str, str]],
+) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    """The pairs worth a person's ranking, and how many were left out for which reason.
+
+    Argilla's text fields must not be empty, and a ranking against nothing teaches nothing: a
+    pair with an empty response is left out. So is a pair of two equal responses: there is
+    nothing to rank, and the import would skip it as malformed (chosen equal to rejected).
+    """
+    filled = [p for p in pairs if p[1].strip() and p[2].strip()]
+    kept = [p for p in filled if p[1].strip() != p[2].strip()]
+    return kept, {
+        "empty_responses_skipped": len(pairs) - len(filled),
+        "equal_responses_skipped": len(filled) - len(kept),
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rayrlhf label", description="a labelling dataset for Argilla"
@@ -204,13 +221,11 @@ def _records(
     """The task's records, and ``made_by`` with how the responses were made."""
     if task == "ranking":
         pairs = response_pairs(config, prompts)
-        # Argilla's text fields must not be empty, and a ranking against nothing teaches
-        # nothing: a prompt with an empty response is left out, and counted.
-        kept = [p for p in pairs if p[1].strip() and p[2].strip()]
+        kept, skipped = rankable(pairs)
         records = ranking_records(kept)
         r = config.rollout
         made_by.update(
-            empty_responses_skipped=len(pairs) - len(kept),
+            **skipped,
             policy=config.model.policy,
             seed=config.run.seed,
             sampling={

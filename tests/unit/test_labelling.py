@@ -10,7 +10,7 @@ from argilla_stub import argilla_server
 
 from rayrlhf.config import to_dict
 from rayrlhf.data.labelling import ranking_records, settings, write_dataset
-from rayrlhf.loops.label import label_chunks, pair_by_id
+from rayrlhf.loops.label import label_chunks, pair_by_id, rankable
 from rayrlhf.loops.label import main as label_main
 
 rg = pytest.importorskip("argilla", reason="the Argilla SDK: bash launch/setup.sh installs it")
@@ -106,3 +106,10 @@ def test_responses_pair_by_sample_id_whatever_order_they_come_back_in():
         pair_by_id([*rows, rows[0]], 2)
     with pytest.raises(RuntimeError, match="different prompts"):
         pair_by_id([*rows[:3], ("label-0.2", "z", "a2")], 2)
+
+
+def test_pairs_with_an_empty_or_twice_the_same_response_are_left_out_and_counted():
+    pairs = [("p", " a", "b"), ("q", " ", "c"), ("r", "d ", " d"), ("s", "e", "f")]
+    kept, skipped = rankable(pairs)
+    assert kept == [("p", " a", "b"), ("s", "e", "f")]
+    assert skipped == {"empty_responses_skipped": 1, "equal_responses_skipped": 1}
