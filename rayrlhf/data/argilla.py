@@ -51,14 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from rayrlhf.config import TableConfig
-from rayrlhf.data.tables import (
-    DataError,
-    LoadReport,
-    Record,
-    parse_text,
-    read_records,
-    write_jsonl,
-)
+from rayrlhf.data.readers import DataError, Record, read_records
+from rayrlhf.data.rows import LoadReport, parse_text, write_jsonl
 
 FIELDS = ("prompt", "response-1", "response-2")
 RANKING = "response_ranking"
@@ -83,7 +77,7 @@ class ArgillaRows:
 def convert_records(
     records: Iterable[Record], columns: Mapping[str, str] | None = None
 ) -> ArgillaRows:
-    """Convert ``(row, record, problem)`` triples (see :func:`tables.read_records`).
+    """Convert ``(row, record, problem)`` triples (see :func:`readers.read_records`).
 
     ``columns`` maps our names (``prompt``, ``response-1``, ``response-2``,
     ``response_ranking``, ``correct_response``) to the export's.
