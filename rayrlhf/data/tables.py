@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rayrlhf.config import TableConfig
-from rayrlhf.data.argilla import convert_records
+from rayrlhf.data.argilla import ArgillaRows, convert_records
 from rayrlhf.data.readers import DataError, Record, open_table, read_records
 from rayrlhf.data.rows import LoadReport, parse_flag, parse_score, parse_text, write_jsonl
 
@@ -85,8 +85,8 @@ def load_rows(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
     return rows, report
 
 
-def read_argilla(spec: TableConfig) -> Any:
-    """An Argilla export's pairs and corrections (``ArgillaRows``), every record read."""
+def read_argilla(spec: TableConfig) -> ArgillaRows:
+    """An Argilla export's pairs and corrections, every record read."""
     return convert_records(open_table(spec, "Argilla export").records, columns=spec.columns)
 
 

@@ -30,14 +30,17 @@ from rayrlhf.data.prompts import DataError, load_prompts
 from rayrlhf.experience import PromptChunk, Rollout
 
 
+def label_id(prompt: int, response: int) -> str:
+    """The sample id of prompt ``prompt``'s response 1 or 2: ``label-i.1``, ``label-i.2``."""
+    return f"label-{prompt}.{response}"
+
+
 def label_chunks(prompts: list[str], chunk_size: int) -> list[PromptChunk]:
     """Chunks of up to ``chunk_size`` prompts, each prompt twice (a group of two responses)."""
     return [
         PromptChunk(
             sample_ids=[
-                f"label-{i}.{j}"
-                for i in range(c, min(c + chunk_size, len(prompts)))
-                for j in (1, 2)
+                label_id(i, j) for i in range(c, min(c + chunk_size, len(prompts))) for j in (1, 2)
             ],
             prompts=[p for p in prompts[c : c + chunk_size] for _ in range(2)],
             group_size=2,
@@ -65,16 +68,16 @@ def pair_by_id(rows: list[tuple[str, str, str]], n_prompts: int) -> list[tuple[s
         if sample_id in by_id:
             raise RuntimeError(f"sample {sample_id} came back twice")
         by_id[sample_id] = (prompt, response)
-    expected = {f"label-{i}.{j}" for i in range(n_prompts) for j in (1, 2)}
-    if set(by_id) != expected:
-        missing = sorted(expected - set(by_id))[:3]
-        extra = sorted(set(by_id) - expected)[:3]
+    expected = {label_id(i, j) for i in range(n_prompts) for j in (1, 2)}
+    if by_id.keys() != expected:
+        missing = sorted(expected - by_id.keys())[:3]
+        extra = sorted(by_id.keys() - expected)[:3]
         raise RuntimeError(f"label samples missing {missing} or unexpected {extra}")
     pairs = []
     for i in range(n_prompts):
-        (prompt, first), (again, second) = by_id[f"label-{i}.1"], by_id[f"label-{i}.2"]
+        (prompt, first), (again, second) = by_id[label_id(i, 1)], by_id[label_id(i, 2)]
         if prompt != again:
-            raise RuntimeError(f"label-{i}.1 and label-{i}.2 carry different prompts")
+            raise RuntimeError(f"{label_id(i, 1)} and {label_id(i, 2)} carry different prompts")
         pairs.append((prompt, first, second))
     return pairs
 

@@ -7,11 +7,10 @@ import math
 
 import pytest
 from preference_rows import good_beats_bad
-from supervised_resume import learner, straight_and_resumed
+from supervised_resume import setup_learner, straight_and_resumed
 
 from rayrlhf.data.tables import DataError
 from rayrlhf.roles.preference_reference import PreferenceReference
-from rayrlhf.roles.supervised import SupervisedLearner
 
 
 @pytest.fixture
@@ -46,17 +45,13 @@ def _reference(config, count: int = 1) -> None:
         worker.logprobs(config.dpo.reference_logprobs, index, count)
 
 
-def _learner(config) -> SupervisedLearner:
-    return learner(config, "dpo")
-
-
 def test_dpo_starts_at_ln2_and_learns_the_preference_on_held_out_pairs(dpo_config):
     """At step 0 the policy is the reference: held-out loss ln 2, margin 0 (so the reference
     parts, written by two workers, line up with the learner's pairs). After training the
     implicit reward ranks held-out pairs by "good" vs "bad" clearly above chance."""
     config = dpo_config()
     _reference(config, count=2)
-    learner = _learner(config)
+    learner = setup_learner(config, "dpo")
     before = learner.evaluate()
     assert before["eval/loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert abs(before["eval/margin"]) < 1e-4
@@ -73,10 +68,10 @@ def test_reference_parts_of_other_pairs_are_refused(dpo_config, tmp_path):
     _reference(dpo_config())
     changed = dpo_config("dpo.ties=drop")  # fewer training pairs: other pairs
     with pytest.raises(DataError, match="reference log-probs of other pairs"):
-        _learner(changed)
+        setup_learner(changed, "dpo")
     missing = dpo_config(f"dpo.reference_logprobs={tmp_path / 'none'}")
     with pytest.raises(DataError, match="dpo needs the reference's log-probs"):
-        _learner(missing)
+        setup_learner(missing, "dpo")
 
 
 def test_a_rerun_keeps_the_reference_parts_and_drops_those_of_another_worker_count(

@@ -8,13 +8,12 @@ import random
 import pytest
 import torch
 from preference_rows import WORDS
-from supervised_resume import learner, straight_and_resumed
+from supervised_resume import setup_learner, straight_and_resumed
 
 from rayrlhf.config import ConfigError
 from rayrlhf.data.encode import SFTExample
 from rayrlhf.ilql_model import ilql_sample, load_ilql
 from rayrlhf.models import load_tokenizer
-from rayrlhf.roles.supervised import SupervisedLearner
 from rayrlhf.tasks.ilql import ILQLTask, action_layout, scored_rows
 
 
@@ -152,10 +151,6 @@ def test_zero3_is_refused_at_start(ilql_config):
         ilql_config("ilql.learner.zero_stage=3")
 
 
-def _learner(config) -> SupervisedLearner:
-    return learner(config, "ilql")
-
-
 def _good_rate(policy, tok, prompts: list[str], beta: float) -> float:
     rows = [tok(p)["input_ids"] for p in prompts]
     width = max(map(len, rows))
@@ -182,7 +177,7 @@ def test_ilql_learns_to_say_good_more_often_than_the_data_does(ilql_config, tmp_
     (β = 0) says "good" about as often as the data; the learned Q − V shift (β = 3) says it
     clearly more often. Targets move only at the sync steps; the saved folder decodes alike."""
     config = ilql_config()
-    learner = _learner(config)
+    learner = setup_learner(config, "ilql")
     heads = learner.engine.module.heads
     target_before = [p.clone() for p in heads.target_q.parameters()]
     learner.train_step(0)  # step 1 of every 2: no sync yet
