@@ -31,7 +31,7 @@ from control_plane import ROLES, write_prompts  # benchmarks/ is sys.path[0] as 
 from simulated_roles import SimSettings
 
 from rayrlhf.config import load
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import read_metrics
 
 
@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace, tmp: Path, ratio: float, staleness: int) -
             *(f"{role}.num_cpus=0.05" for role in ("rollout", "reward", "reference", "learner")),
         ],
     )
-    trainer = PPOTrainer(cfg, roles=ROLES)
+    trainer = OnlineTrainer(cfg, roles=ROLES)
     try:
         trainer.run()
     finally:

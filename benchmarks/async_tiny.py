@@ -29,7 +29,7 @@ PROMPTS = ["the movie was very", "a film is", "the plot", "this story was", "the
 
 def run(tmp: Path, model: Path, prompts: Path, staleness: int, seed: int, steps: int) -> dict:
     from rayrlhf.config import load
-    from rayrlhf.loops.ppo import PPOTrainer
+    from rayrlhf.loops.online import OnlineTrainer
 
     cfg = load(
         None,
@@ -56,7 +56,7 @@ def run(tmp: Path, model: Path, prompts: Path, staleness: int, seed: int, steps:
         ],
     )
     with contextlib.redirect_stdout(sys.stderr):
-        trainer = PPOTrainer(cfg)
+        trainer = OnlineTrainer(cfg)
         try:
             history = trainer.run()
         finally:

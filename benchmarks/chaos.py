@@ -27,7 +27,7 @@ import ray
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.config import load
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import comparable, read_metrics
 from rayrlhf.tiny_models import WORDS, save_tiny
 
@@ -63,7 +63,7 @@ def _config(folder: Path, name: str, args: argparse.Namespace) -> list[str]:
 class Killer(threading.Thread):
     """Every ``every`` seconds, SIGKILL the process of a random live role actor of the run."""
 
-    def __init__(self, trainer: PPOTrainer, every: float, seed: int) -> None:
+    def __init__(self, trainer: OnlineTrainer, every: float, seed: int) -> None:
         super().__init__(daemon=True)
         self.trainer, self.every, self.rng = trainer, every, random.Random(seed)
         self.kills: list[str] = []
@@ -103,7 +103,7 @@ class Killer(threading.Thread):
 
 
 def _run(overrides: list[str], killer_every: float | None, seed: int) -> dict:
-    trainer = PPOTrainer(load(None, overrides))
+    trainer = OnlineTrainer(load(None, overrides))
     killer = Killer(trainer, killer_every, seed) if killer_every else None
     start = time.monotonic()
     try:

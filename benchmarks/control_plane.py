@@ -8,7 +8,7 @@
 Generation is NOT real: each rollout worker sleeps a fixed ``--latency`` per chunk and returns
 random tokens of realistic shapes (``benchmarks/simulated_roles.py``); reward and reference answer
 at once and the learner trains on nothing. What runs for real is the control plane: the PPO driver
-(``PPOTrainer.run`` and ``train_step``), the actor groups and placement groups, the experience
+(``OnlineTrainer.run`` and ``train_step``), the actor groups and placement groups, the experience
 buffer and ledger, the object-store transfers (every rollout, score and reference chunk to the
 learner, the ``--weights-mb`` state dict to every rollout worker) and the per-step logging.
 
@@ -53,7 +53,7 @@ from simulated_roles import (
 )
 
 from rayrlhf.config import Config, load
-from rayrlhf.loops.ppo import PPOTrainer, Roles
+from rayrlhf.loops.online import OnlineTrainer, Roles
 from rayrlhf.metrics import read_metrics
 
 # The actor classes travel by value: worker processes need not find benchmarks/ on their path.
@@ -114,7 +114,7 @@ def write_prompts(path: Path, count: int = 400) -> Path:
     return path
 
 
-def instrument(trainer: PPOTrainer) -> None:
+def instrument(trainer: OnlineTrainer) -> None:
     """Wrap this trainer's ``train_step`` and ``learners.train`` (instance attributes only).
 
     Adds ``bench/dispatch`` (step start → learner call submitted: the driver's serial submission
@@ -145,7 +145,7 @@ def instrument(trainer: PPOTrainer) -> None:
 def measure(args: argparse.Namespace, workers: int, cfg: Config) -> dict[str, Any]:
     """Start a trainer with ``workers`` simulated rollout workers, run 1 + K steps, shut down."""
     t_start = time.perf_counter()
-    trainer = PPOTrainer(cfg, roles=ROLES)
+    trainer = OnlineTrainer(cfg, roles=ROLES)
     startup = time.perf_counter() - t_start  # actor processes keep starting in the background
     instrument(trainer)
     try:

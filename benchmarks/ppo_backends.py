@@ -30,15 +30,15 @@ def one(config: Path, run: Path, backend: str, steps: int) -> list[dict]:
     """``steps`` PPO steps of ``config``'s PPO stage on ``run``'s SFT and reward models with
     ``backend``, in this process: their metrics rows."""
     from rayrlhf.config import from_dict, load, to_dict
+    from rayrlhf.loops.online import OnlineTrainer
     from rayrlhf.loops.pipeline import ppo_config
-    from rayrlhf.loops.ppo import PPOTrainer
     from rayrlhf.metrics import read_metrics
 
     tree = to_dict(ppo_config(load(config), run))
     out = Path(tempfile.mkdtemp())
     tree["run"].update(num_steps=steps, output_dir=str(out), progress_bar=False, resume="never")
     tree["rollout"]["backend"] = backend
-    trainer = PPOTrainer(from_dict(tree), run_dir=out / "ppo")
+    trainer = OnlineTrainer(from_dict(tree), run_dir=out / "ppo")
     try:
         trainer.run()
     finally:

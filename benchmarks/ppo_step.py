@@ -21,7 +21,7 @@ from pathlib import Path
 import ray
 
 from rayrlhf.config import load
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.tiny_models import WORDS, save_tiny
 
 PHASES = ("generate", "score", "reference", "values", "train", "weight_sync")
@@ -66,7 +66,7 @@ def main() -> None:
         )
         # The per-step console lines go to stderr: stdout carries the one JSON line.
         with contextlib.redirect_stdout(sys.stderr):
-            trainer = PPOTrainer(cfg)
+            trainer = OnlineTrainer(cfg)
             history = trainer.run()
             trainer.shutdown()
     ray.shutdown()

@@ -47,7 +47,7 @@ def one(backend: str, model: str, args: argparse.Namespace) -> dict:
     from rayrlhf.experience import PromptChunk
     from rayrlhf.roles.rollout import RolloutWorker
     from rayrlhf.tiny_models import save_tiny
-    from rayrlhf.weight_sync import flatten_params
+    from rayrlhf.weights.transport import flatten_params
 
     tmp = Path(tempfile.mkdtemp())
     path = save_tiny(tmp / "tiny", heads=1) if model == "tiny" else Path(model)

@@ -1,7 +1,7 @@
 """Simulated role classes for control-plane benchmarks: no model, generation is a fixed sleep.
 
 They have the method names and return types of the real roles (``rayrlhf.roles``), so the real
-driver (:class:`rayrlhf.loops.ppo.PPOTrainer`), actor groups (:mod:`rayrlhf.cluster`) and
+driver (:class:`rayrlhf.loops.online.OnlineTrainer`), actor groups (:mod:`rayrlhf.cluster`) and
 experience buffer (:mod:`rayrlhf.buffer`) run unchanged on top of them:
 
 - :class:`SimRolloutWorker` sleeps ``SimSettings.latency_s`` per chunk, then returns a
@@ -34,7 +34,7 @@ from rayrlhf.algos.off_policy import staleness_counts
 from rayrlhf.buffer import fetch
 from rayrlhf.config import Config, RewardConfig
 from rayrlhf.experience import PromptChunk, ReferenceLogprobs, Rollout, Scores, join_chunks
-from rayrlhf.weight_sync import FlatWeights, flatten_params, unflatten_params
+from rayrlhf.weights.transport import FlatWeights, flatten_params, unflatten_params
 
 H2D_BYTES_PER_S = 25e9  # PCIe 4 x16 host-to-device, roughly
 

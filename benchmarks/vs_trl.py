@@ -75,7 +75,7 @@ def run_trl(args: argparse.Namespace, model: Path, prompts: Path, tmp: Path) -> 
 
 def run_rayrlhf(args: argparse.Namespace, model: Path, prompts: Path, tmp: Path, algo: str):
     from rayrlhf.config import load
-    from rayrlhf.loops.ppo import PPOTrainer
+    from rayrlhf.loops.online import OnlineTrainer
 
     # grpo_async: GRPO with generation one step ahead of training (rollout.max_staleness=1).
     staleness = 1 if algo.endswith("_async") else 0
@@ -109,7 +109,7 @@ def run_rayrlhf(args: argparse.Namespace, model: Path, prompts: Path, tmp: Path,
         ],
     )
     with contextlib.redirect_stdout(sys.stderr):
-        trainer = PPOTrainer(cfg)
+        trainer = OnlineTrainer(cfg)
         try:
             history = trainer.run()
         finally:

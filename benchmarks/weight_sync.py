@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/weight_sync.py [--rollout-workers 2] [--repeats 3]
 
-For each random GPT-2 size, one PPOTrainer per method (learner, R rollout workers) is built and
-``sync_weights`` is timed ``--repeats`` times after a warm-up. Prints a table and one JSON line.
+For each random GPT-2 size, one OnlineTrainer per method (learner, R rollout workers) is built and
+The publisher's ``publish`` is timed ``--repeats`` times after a warm-up. Prints a table and
+one JSON line.
 A benchmark prints figures; it never fails on a time.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import ray
 
 from rayrlhf.config import load
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.tiny_models import WORDS, save_tiny
 
 SIZES = [(2, 64), (4, 256), (6, 512), (12, 768)]  # (layers, hidden); the last is GPT-2-small-wide
@@ -44,15 +45,17 @@ def _time_sync(model: Path, prompts: Path, out: str, method: str, args: argparse
             f"learner.zero_stage={args.zero_stage}",
         ],
     )
-    trainer = PPOTrainer(cfg)
+    trainer = OnlineTrainer(cfg)
     try:
-        trainer.sync_weights()  # warm-up: first gathers, first group traffic
+        trainer.publisher.publish(
+            trainer.policy_version, trainer.step
+        )  # warm-up: first gathers, first group traffic
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            trainer.sync_weights()
+            trainer.publisher.publish(trainer.policy_version, trainer.step)
             times.append(time.perf_counter() - start)
-        return {"seconds": statistics.median(times), "bytes": trainer.sync_bytes}
+        return {"seconds": statistics.median(times), "bytes": trainer.publisher.bytes}
     finally:
         trainer.shutdown()
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # torch, ray and friends are imported only once the config is known good.
     from rayrlhf.checkpoint import CheckpointError
     from rayrlhf.faults import RunFailed, RunStopped, one_line, write_error_log
-    from rayrlhf.loops.pipeline import run_dir_of, run_pipeline, run_ppo_stage
+    from rayrlhf.loops.pipeline import run_dir_of, run_online_stage, run_pipeline
     from rayrlhf.loops.summary import format_summary
 
     run_dir = run_dir_of(config)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pipeline":
             summaries = run_pipeline(config)
         else:
-            summaries = {"ppo": run_ppo_stage(config, run_dir)}
+            summaries = {"ppo": run_online_stage(config, run_dir)}
     except (ConfigError, DataError, CheckpointError) as err:
         # Raised in an actor, Ray re-raises it as a subclass of the original: print the cause.
         print(f"rayrlhf: {getattr(err, 'cause', None) or err}", file=sys.stderr)

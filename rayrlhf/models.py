@@ -57,6 +57,10 @@ class ValueModel(nn.Module):
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.head.bias)
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute the backbone's activations in the backward pass (the head is one layer)."""
+        self.backbone.gradient_checkpointing_enable()
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """(B, T) ids → (B, T) values."""
         out = self.backbone(

@@ -14,7 +14,7 @@ from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
 from rayrlhf.ilql_model import ilql_sample, is_ilql_folder, load_ilql
 from rayrlhf.models import load_policy
-from rayrlhf.weight_sync import load_full_state_dict
+from rayrlhf.weights.transport import load_full_state_dict
 
 
 class HFEngine:

@@ -91,8 +91,8 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
     import ray
 
     from rayrlhf import cluster
+    from rayrlhf.controller.chunks import ChunkRunner
     from rayrlhf.faults import FaultCounts
-    from rayrlhf.loops.rollouts import ChunkRunner
     from rayrlhf.roles.rollout import RolloutWorker
 
     cluster.ensure_ray(config)

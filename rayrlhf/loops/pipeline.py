@@ -31,8 +31,8 @@ import yaml
 
 from rayrlhf.checkpoint import POINTER
 from rayrlhf.config import Config, ConfigError, from_dict, to_dict
+from rayrlhf.controller.heldout import mean_std_stderr
 from rayrlhf.data.tables import load_rows
-from rayrlhf.loops.evaluation import mean_std_stderr
 
 OFFLINE = ("dpo", "ilql")  # third steps that learn from feedback rows, without rollouts
 
@@ -160,16 +160,16 @@ def mark_done(stage_dir: Path, fingerprint: str, summary: dict[str, Any], second
     tmp.replace(stage_dir / "done.json")
 
 
-def run_ppo_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
+def run_online_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
     """PPO with held-out evaluation before and after; saves the policy to ``stage_dir/model``.
 
     The evaluation before training is kept in ``eval_before.json``: a resumed run compares
     against the policy it started from, not the one it resumed with.
     """
-    from rayrlhf.loops.ppo import PPOTrainer
+    from rayrlhf.loops.online import OnlineTrainer
     from rayrlhf.metrics import read_metrics
 
-    trainer = PPOTrainer(config, run_dir=stage_dir)
+    trainer = OnlineTrainer(config, run_dir=stage_dir)
     before_file = stage_dir / "eval_before.json"
     try:
         prompts = eval_prompts(config)
@@ -204,8 +204,8 @@ def run_offline_stage(config: Config, stage: str, stage_dir: Path) -> dict[str, 
     """DPO or ILQL, then the same held-out comparison as PPO's: the starting (SFT) policy and
     the trained one on the same prompts and seeds, scored by the config's reward, KL to the
     start."""
+    from rayrlhf.controller.heldout import evaluate_policies
     from rayrlhf.loops.dpo import run_dpo_stage
-    from rayrlhf.loops.heldout import evaluate_policies
     from rayrlhf.loops.supervised import run_supervised_stage
 
     if stage == "dpo":
@@ -282,7 +282,7 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
         upstream_ran = True
         start = time.monotonic()
         if stage == "ppo":
-            summary = run_ppo_stage(ppo_config(config, run_dir), stage_dir)
+            summary = run_online_stage(ppo_config(config, run_dir), stage_dir)
         elif stage in OFFLINE:
             summary = run_offline_stage(ppo_config(config, run_dir), stage, stage_dir)
         else:

@@ -13,15 +13,9 @@ from typing import Any
 
 from rayrlhf import cluster, resume
 from rayrlhf.config import Config, to_dict
-from rayrlhf.faults import (
-    LearnerLost,
-    RunFailed,
-    RunStopped,
-    StopRequest,
-    one_line,
-    write_error_log,
-)
-from rayrlhf.loops.run_state import RunState, load_run_state, save_run_state
+from rayrlhf.controller.run_state import RunState, load_run_state, save_run_state
+from rayrlhf.controller.step_loop import StepLoop
+from rayrlhf.faults import FaultCounts
 from rayrlhf.metrics import RunLogger, read_metrics
 from rayrlhf.roles.supervised import SupervisedLearner
 
@@ -44,19 +38,24 @@ def stage_tree(config: Config, stage: str) -> dict[str, Any]:
 
 
 class SupervisedStage:
-    """One SFT or reward-model stage run: its learner group, logs and checkpoints."""
+    """One SFT, reward-model, DPO or ILQL stage run: its learner group, logs and checkpoints.
+
+    Its step is one optimizer step of the ranks (and a held-out evaluation every
+    ``eval_every``); the run around it is the step loop's, as for the online trainer.
+    """
 
     def __init__(self, config: Config, stage: str, stage_dir: Path) -> None:
-        self.config, self.stage, self.dir = config, stage, stage_dir
+        self.config, self.stage, self.run_dir = config, stage, stage_dir
+        self.label = f"{stage} "
         self.section = getattr(config, stage)
-        self.root = stage_dir / "checkpoints"
+        self.checkpoints = stage_dir / "checkpoints"
         lc = self.section.learner
         self.tree = stage_tree(config, stage)
         self.data_digests = resume.data_digests(self.tree)  # once: every checkpoint records it
-        self.found = resume.find(self.root, config.run.resume)
-        if self.found is not None:
+        found = resume.find(self.checkpoints, config.run.resume)
+        if found is not None:
             resume.check_compatible(
-                self.found,
+                found,
                 self.tree,
                 (lc.num_ranks, lc.zero_stage),
                 f"{stage}.learner",
@@ -64,24 +63,31 @@ class SupervisedStage:
                 data=self.data_digests,
             )
         cluster.ensure_ray(config)
-        self.restarts = 0
-        self.group, self.plan = self._start(self.found)
+        self.faults = FaultCounts()
+        self.between_steps = True
+        self.group: cluster.LearnerGroup | None = None
+        self.restart_learners(found)
+        vars(self.faults).update(self.state.faults)  # what the stage survived so far
+        self.loop = StepLoop(self, config.run.checkpoint_every, config.run.max_learner_restarts)
 
-    def _start(self, found: resume.Checkpoint | None) -> tuple[cluster.LearnerGroup, dict]:
-        group = cluster.LearnerGroup(
+    def restart_learners(self, found: resume.Checkpoint | None) -> None:
+        """A (new) learner group, restored to ``found`` (None: the start)."""
+        if self.group is not None:
+            self.group.shutdown()
+        self.group = cluster.LearnerGroup(
             self.config,
             SupervisedLearner,
             engine=self.section.learner,
             make_args=lambda rank: (self.config, self.stage, rank),
             role=self.stage,
-            generation=self.restarts,
+            generation=self.faults.learner_restarts,
         )
-        plan = group.wait_ready()[0]
+        self.plan = self.group.wait_ready()[0]
         self.state = RunState()
         if found is not None:
-            group.load_checkpoint(str(found.path / "learner"))
+            self.group.load_checkpoint(str(found.path / "learner"))
             self.state = load_run_state(found.path, None)
-        return group, plan
+        self.between_steps = True
 
     def run(self) -> dict[str, Any]:
         """Train to the end (from the checkpoint, if any); returns the final metrics."""
@@ -89,7 +95,7 @@ class SupervisedStage:
         tree = {self.stage: self.section.model_dump(mode="json")}
         tree["run"] = self.config.run.model_dump(mode="json")
         logger = RunLogger(
-            self.dir,
+            self.run_dir,
             tree,
             steps,
             self.config.run.progress_bar,
@@ -97,52 +103,35 @@ class SupervisedStage:
             desc=self.stage,
             position=self.state.logs,
         )
+
+        def evaluate_first() -> None:
+            if self.state.step == 0:
+                before = self.group.call_agreed("evaluate")
+                logger.log(0, {**self.plan, **before}, advance=False)
+
         try:
-            with StopRequest() as stop:
-                if self.state.step == 0:
-                    before = self.group.call_agreed("evaluate")
-                    logger.log(0, {**self.plan, **before}, advance=False)
-                while self.state.step < steps:
-                    try:
-                        self._step(logger, steps, stop)
-                    except LearnerLost as err:
-                        self._restart(err, logger)
-        except (RunStopped, KeyboardInterrupt, RunFailed):
-            raise
-        except Exception as err:
-            log = write_error_log(self.dir, err)
-            raise RunFailed(
-                f"{one_line(err)} — {self.stage} stopped in step {self.state.step + 1}; the last "
-                f"checkpoint stands; traceback in {log}. Fix the cause and run the same "
-                "command again to resume"
-            ) from err
+            self.loop.steps(steps, logger, evaluate_first)
         finally:
             logger.close()
-        self.group.call("save", str(self.dir / "model"))
+        self.group.call("save", str(self.run_dir / "model"))
         return self._final()
 
-    def _step(self, logger: RunLogger, steps: int, stop: StopRequest) -> None:
-        step = self.state.step
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step of every rank, then (every ``eval_every``) held-out metrics."""
+        step, steps = self.state.step, int(self.plan["steps"])
+        self.between_steps = False
         metrics = self.group.call_agreed("train_step", step)
+        self.state.step = step + 1
+        self.between_steps = True
         if (step + 1) % self.section.eval_every == 0 or step + 1 == steps:
             metrics.update(self.group.call_agreed("evaluate"))
-        logger.log(step + 1, metrics)
-        self.state.step = step + 1
-        every = self.config.run.checkpoint_every
-        if stop.requested or (every and (self.state.step % every == 0 or self.state.step == steps)):
-            self.state.logs = logger.position()
-            self._save()
-        if stop.requested:
-            raise RunStopped(
-                f"{self.stage} stopped by {stop.signal_name} after step {self.state.step}; "
-                f"checkpoint in {self.root}. Run the same command again to resume",
-                str(stop.signal_name),
-            )
+        return metrics
 
-    def _save(self) -> None:
+    def save_checkpoint(self) -> Path:
+        """Commit a checkpoint of the state after the current step; returns its folder."""
         lc = self.section.learner
-        save_run_state(
-            self.root,
+        return save_run_state(
+            self.checkpoints,
             self.state,
             None,
             lambda path: self.group.save_checkpoint(str(path)),
@@ -156,23 +145,18 @@ class SupervisedStage:
             self.config.run.keep_checkpoints,
         )
 
-    def _restart(self, err: LearnerLost, logger: RunLogger) -> None:
-        """Stop the group, start it again from the last checkpoint (or the start)."""
-        self.restarts += 1
-        if self.restarts > self.config.run.max_learner_restarts:
-            raise RunFailed(
-                f"{self.stage} learners lost {self.restarts} times, more than "
-                f"run.max_learner_restarts={self.config.run.max_learner_restarts}; last: "
-                f"{one_line(err)}"
-            ) from err
-        print(f"[rayrlhf] {self.stage} learner lost ({one_line(err)}); restarting the group")
-        self.group.shutdown()
-        self.group, _ = self._start(resume.find(self.root, "auto"))
-        logger.rewind(self.state.logs)
+    def before_step(self) -> None:
+        """Nothing to do between a stage's steps."""
+
+    def after_step(self) -> None:
+        """Nothing to report after a stage's step."""
+
+    def before_failure_checkpoint(self) -> None:
+        """A stage keeps nothing in flight between steps."""
 
     def _final(self) -> dict[str, Any]:
         """Plan, metrics before training and the last value of every metric (all steps)."""
-        rows = read_metrics(self.dir)
+        rows = read_metrics(self.run_dir)
         final: dict[str, Any] = dict(self.plan)
         final.update({f"{k}_before": v for k, v in rows[0].items() if k.startswith("eval/")})
         for row in rows[1:]:

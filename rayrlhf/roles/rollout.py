@@ -14,7 +14,7 @@ from rayrlhf.data.encode import fit_prompt
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
 from rayrlhf.generation import make_engine
 from rayrlhf.models import load_tokenizer
-from rayrlhf.weight_sync import BroadcastGroup, FlatWeights, receive_params, unflatten_params
+from rayrlhf.weights.transport import BroadcastGroup, FlatWeights, receive_params, unflatten_params
 
 
 class RolloutWorker:

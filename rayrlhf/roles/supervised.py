@@ -10,27 +10,12 @@ its slice of every global minibatch. Losses are divided by the minibatch's globa
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
-from rayrlhf.checkpoint import load_rank_state, save_rank_state
 from rayrlhf.config import Config
 from rayrlhf.data.tables import DataError
-from rayrlhf.engine import (
-    all_sum,
-    build_engine,
-    free_address,
-    init_distributed,
-    load_engine,
-    optimizer_digest,
-    params_digest,
-    partitioned_loading,
-    save_engine,
-    save_hf_model,
-)
-from rayrlhf.models import disable_dropout
-from rayrlhf.roles.policy_update import NonFiniteError
+from rayrlhf.roles.rank_engine import RankEngine
 from rayrlhf.tasks.base import Task
 
 
@@ -55,24 +40,20 @@ def make_task(config: Config, stage: str) -> Task:
     raise ValueError(f"unknown supervised stage {stage!r}")
 
 
-class SupervisedLearner:
+class SupervisedLearner(RankEngine):
     """One rank. Build ``learner.num_ranks`` of them, :meth:`setup` all, then step them together."""
 
-    rendezvous_address = staticmethod(free_address)  # called on rank 0 by the group
-
     def __init__(self, config: Config, stage: str, rank: int = 0) -> None:
-        self.config, self.stage_name, self.rank = config, stage, rank
+        self.config, self.stage_name = config, stage
         self.stage = getattr(config, stage)
         if self.stage is None:
             raise ValueError(f"config has no {stage} section")
-        self.lc = self.stage.learner
-        self.world_size = self.lc.num_ranks
+        super().__init__(self.stage.learner, rank, config.run.seed, config.timeouts.train_s)
         self._orders: dict[int, list[int]] = {}
 
     def setup(self, master_addr: str, master_port: int) -> dict[str, float]:
         """Join the group, load and encode the data, build the engine; returns the plan."""
-        torch.manual_seed(self.config.run.seed)  # identical head init on every rank
-        init_distributed(self.lc, master_addr, master_port, self.rank, self.config.timeouts.train_s)
+        self.join_group(master_addr, master_port)
         self.task = make_task(self.config, self.stage_name)
         self.steps_per_epoch = len(self.task.train) // self.lc.minibatch_size
         if self.steps_per_epoch == 0:
@@ -82,13 +63,13 @@ class SupervisedLearner:
             )
         total = self.steps_per_epoch * self.stage.epochs
         self.total_steps = min(total, self.stage.max_steps or total)
-        with partitioned_loading(self.lc, self.stage.lr):
-            model = self.task.build_model()
-        if self.lc.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        if not self.stage.dropout:
-            disable_dropout(model)
-        self.engine = build_engine(model, self.stage.lr, self.lc, self.stage.warmup_steps)
+        self.build_engines(
+            lambda: {"engine": self.task.build_model()},
+            {"engine": self.stage.lr},
+            dropout=self.stage.dropout,
+            warmup_steps=self.stage.warmup_steps,
+        )
+        self.engine = self.engines["engine"]
         return {
             "steps": float(self.total_steps),
             "train_items": float(len(self.task.train)),
@@ -106,10 +87,8 @@ class SupervisedLearner:
 
     def train_step(self, step: int) -> dict[str, float]:
         """Optimizer step ``step``: this rank's slice of the global minibatch; global metrics."""
-        start_time = time.perf_counter()
         mb, micro = self.lc.minibatch_size, self.lc.micro_batch_size
         per_rank = mb // self.world_size
-        grad_accum = per_rank // micro
         epoch, k = divmod(step, self.steps_per_epoch)
         minibatch = [self.task.train[i] for i in self._order(epoch)[k * mb : (k + 1) * mb]]
         # Every rank holds the same items, so the global denominator needs no communication.
@@ -119,14 +98,9 @@ class SupervisedLearner:
         sums: dict[str, float] = {}
         for start in range(0, per_rank, micro):
             loss, stats = self.task.loss_sums(self.engine, local[start : start + micro])
-            if not torch.isfinite(loss):
-                raise NonFiniteError(
-                    f"{self.stage_name} loss is {loss.item()} on rank {self.rank} at step {step}; "
-                    "not stepping the optimizer on it"
-                )
-            # DeepSpeed divides by grad_accum and averages over ranks: undo both, so the summed
-            # micro-batch losses make the mean over the global minibatch.
-            self.engine.backward(loss * (grad_accum * self.world_size / denominator))
+            self.check_finite(f"{self.stage_name} loss", loss, f"step {step}")
+            # Each micro-batch's summed loss over the global minibatch's count.
+            self.engine.backward(loss * self.loss_share(1.0, denominator))
             self.engine.step()
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -138,16 +112,12 @@ class SupervisedLearner:
         out = {"loss/train": means.pop("loss")}
         out.update({f"train/{k}": v for k, v in means.items()})
         out["lr"] = float(self.engine.get_lr()[0])
-        out["time/step"] = time.perf_counter() - start_time
         return out
 
     def _global_means(self, sums: dict[str, float]) -> dict[str, float]:
-        keys = sorted(sums)
-        totals = dict(zip(keys, all_sum([sums[k] for k in keys], self.world_size), strict=True))
-        means = self.task.means(totals)
+        means = self.task.means(self.all_sum_named(sums))
         for key, value in means.items():
-            if not math.isfinite(value):
-                raise NonFiniteError(f"{self.stage_name} metric {key} is {value}")
+            self.check_finite(f"{self.stage_name} metric {key}", value, "the step's end")
         return means
 
     @torch.no_grad()
@@ -172,28 +142,7 @@ class SupervisedLearner:
 
     def save(self, path: str) -> bool:
         """Write the trained model (and tokenizer) as an HF folder; collective, rank 0 writes."""
-        wrote = save_hf_model(self.engine, self.lc.zero_stage, self.rank, path)
+        wrote = self.save_hf("engine", path)
         if wrote:
             self.task.save_extras(path)
         return wrote
-
-    # ---- checkpoints ------------------------------------------------------------------------
-
-    def save_checkpoint(self, path: str) -> int:
-        """Write this rank's part of a checkpoint (DeepSpeed state, RNG); collective."""
-        save_engine(self.engine, f"{path}/engine")
-        save_rank_state(path, self.rank, {})
-        return self.rank
-
-    def load_checkpoint(self, path: str) -> int:
-        """Restore this rank's part of the checkpoint at ``path``; returns the rank."""
-        load_engine(self.engine, f"{path}/engine")
-        load_rank_state(path, self.rank)
-        return self.rank
-
-    def state_digest(self) -> dict[str, str]:
-        """sha256 of the full parameters and of this rank's optimizer state."""
-        return {
-            "params": params_digest(self.engine, self.lc.zero_stage),
-            "optimizer": optimizer_digest(self.engine),
-        }

@@ -10,7 +10,7 @@ import pytest
 from trained import kill_rollout_at_dispatch, train
 
 from rayrlhf.buffer import SampleState
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import comparable
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_async_trains_each_sample_once_and_resumes_exactly_past_a_dead_worker(
     parameters, optimizer state, metrics and ledger (samples depend on ids, not workers)."""
     copied: list = []
 
-    def stop_copy_and_resize(trainer: PPOTrainer) -> None:
+    def stop_copy_and_resize(trainer: OnlineTrainer) -> None:
         trainer.run(2)
         copied.append(shutil.copytree(trainer.run_dir, trainer.run_dir.parent / "async-resume"))
         trainer.set_rollout_workers(2)

@@ -13,16 +13,16 @@ import ray
 from trained import kill_rollout_at_dispatch, train
 
 from rayrlhf.buffer import SampleState
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import comparable
-from rayrlhf.weight_sync import unflatten_params
+from rayrlhf.weights.transport import unflatten_params
 
 pytestmark = pytest.mark.integration
 
 GROUPS = ("rollout.prompts_per_step=4", "rollout.group_size=8", "rollout.chunk_size=2")
 
 
-def _names(trainer: PPOTrainer, role: str) -> list[str]:
+def _names(trainer: OnlineTrainer, role: str) -> list[str]:
     prefix = f"{trainer.config.run.name}-"
     return [
         a["name"]
@@ -54,7 +54,7 @@ def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, t
     GRPO's first two steps are also run on 2 learner ranks: GRPO's per-sequence loss mean is
     divided by the global row count, so the parameters must agree (a per-rank normalisation
     breaks it)."""
-    trainer = PPOTrainer(_learning(make_config, algorithm, 1, algorithm), tmp_path / "run")
+    trainer = OnlineTrainer(_learning(make_config, algorithm, 1, algorithm), tmp_path / "run")
     try:
         assert all(
             ray.get(
@@ -78,7 +78,7 @@ def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, t
     assert "policy" in parts and "value" not in parts
     if algorithm != "grpo":
         return
-    two = PPOTrainer(_learning(make_config, "grpo", 2, "grpo2"), tmp_path / "two")
+    two = OnlineTrainer(_learning(make_config, "grpo", 2, "grpo2"), tmp_path / "two")
     try:
         two_history = two.run(2)
         two_weights = unflatten_params(ray.get(two.learners.policy_weights()))
@@ -124,7 +124,7 @@ def test_grpo_dynamic_sampling_resumes_exactly_with_a_worker_killed_mid_group(
     steps draw extra prompts: the resumed run must continue from the same prompt position."""
     refs: list[str] = []
 
-    def stop_and_copy(trainer: PPOTrainer) -> None:
+    def stop_and_copy(trainer: OnlineTrainer) -> None:
         # The interrupted run is a copy of the clean one's folder at its step-2 checkpoint.
         refs.extend(_names(trainer, "reference"))
         trainer.run(2)

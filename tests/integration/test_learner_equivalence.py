@@ -12,8 +12,8 @@ import pytest
 import ray
 import torch
 
-from rayrlhf.loops.ppo import PPOTrainer
-from rayrlhf.weight_sync import unflatten_params
+from rayrlhf.loops.online import OnlineTrainer
+from rayrlhf.weights.transport import unflatten_params
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def _train(make_config, tmp_path, ranks: int, zero_stage: int) -> dict[str, torc
         "learner.policy_lr=1e-4",
         "learner.value_lr=1e-4",
     )
-    trainer = PPOTrainer(cfg, tmp_path / f"eq{ranks}")
+    trainer = OnlineTrainer(cfg, tmp_path / f"eq{ranks}")
     try:
         history = trainer.run()
         weights = unflatten_params(ray.get(trainer.learners.policy_weights()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def test_offload_and_bf16_learner_paths(ray_local, make_config, tmp_path, variant):
     """The GPU-scale options (CPU offload of params and optimizer states, bf16) train on CPU."""
     cfg = make_config("run.num_steps=2", "rollout.prompts_per_step=8", *variant)
-    trainer = PPOTrainer(cfg, tmp_path / "run")
+    trainer = OnlineTrainer(cfg, tmp_path / "run")
     try:
         history = trainer.run()
     finally:

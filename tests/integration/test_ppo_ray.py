@@ -7,7 +7,7 @@ import ray
 from trained import LEARNING
 
 from rayrlhf.buffer import SampleState
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_tiny_policy_learns_a_rule_based_reward(ray_local, make_config, tmp_path
     cfg = make_config(
         *LEARNING,
     )
-    trainer = PPOTrainer(cfg, tmp_path / "run")
+    trainer = OnlineTrainer(cfg, tmp_path / "run")
     try:
         history = trainer.run()
     finally:
@@ -66,7 +66,7 @@ def wide_run(ray_local, tiny_model, prompts_file, tmp_path_factory):
             "learner.value_lr=1e-3",
         ],
     )
-    trainer = PPOTrainer(cfg)
+    trainer = OnlineTrainer(cfg)
     history = trainer.run()
     yield trainer, history
     trainer.shutdown()
@@ -115,7 +115,7 @@ def test_rollout_workers_generate_with_the_version_they_report(wide_run):
 
 def test_a_missing_weight_sync_is_caught(wide_run, monkeypatch):
     trainer, _ = wide_run
-    monkeypatch.setattr(trainer, "sync_weights", lambda: None)
+    monkeypatch.setattr(trainer.publisher, "publish", lambda version, step: None)
     trainer.train_step()  # trains on version-3 samples, learner moves to 4, sync skipped
     with pytest.raises(ray.exceptions.RayTaskError, match="old policy version"):
         trainer.train_step()

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 import torch
 
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.rewards.model_scorer import ModelScorer
 from rayrlhf.tiny_models import save_tiny_reward_model
 
@@ -70,7 +70,7 @@ def test_rewards_over_http_equal_the_in_process_model_for_every_sample(
         "rollout.chunk_size=4",
         "reward.batch_size=3",  # several requests a chunk
     )
-    trainer = PPOTrainer(cfg)
+    trainer = OnlineTrainer(cfg)
     try:
         history = trainer.run()
     finally:

@@ -7,7 +7,7 @@ import ray
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.cli import main as cli_main
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import read_metrics
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def _alive(prefix: str, role: str) -> int:
     return sum(n.startswith(prefix) and f"/{role}-" in n for n in names)
 
 
-def _assert_rollout_holds_learner_weights(trainer: PPOTrainer) -> None:
+def _assert_rollout_holds_learner_weights(trainer: OnlineTrainer) -> None:
     learner_sum = trainer.learners.policy_checksums()[0]
     sums = ray.get([w.weights_checksum.remote() for w in trainer.rollout.actors])
     assert sums == pytest.approx([learner_sum] * len(sums), abs=1e-6)
@@ -43,7 +43,7 @@ def test_resize_one_three_two_generates_each_prompt_once(ray_local, make_config,
         "learner.micro_batch_size=2",
         *SYNC,
     )
-    trainer = PPOTrainer(cfg, tmp_path / "run")
+    trainer = OnlineTrainer(cfg, tmp_path / "run")
     prefix = f"{cfg.run.name}-"
     try:
         counts, history = [], []

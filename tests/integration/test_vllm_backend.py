@@ -15,7 +15,7 @@ import ray
 from trained import LEARNING
 
 from rayrlhf.experience import PromptChunk
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.tiny_models import save_tiny_llama
 
 pytest.importorskip("vllm", reason="vLLM not installed: bash launch/setup.sh --vllm")
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def _run(cfg, run_dir: Path, then=None) -> list[dict]:
-    trainer = PPOTrainer(cfg, run_dir)
+    trainer = OnlineTrainer(cfg, run_dir)
     try:
         history = trainer.run()
         if then is not None:
@@ -52,7 +52,7 @@ def test_vllm_ppo_learns_on_two_workers_fed_by_broadcast_and_samples_by_id(
     chunk = PromptChunk([f"x-0.{j}" for j in range(4)], ["the movie was very"] * 4, group_size=4)
     outputs: list = []
 
-    def generate_on_both(trainer: PPOTrainer) -> None:
+    def generate_on_both(trainer: OnlineTrainer) -> None:
         outputs.extend(ray.get([w.generate.remote(chunk) for w in trainer.rollout.actors]))
 
     history = _run(cfg, tmp_path / "run", generate_on_both)

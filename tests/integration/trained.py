@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from rayrlhf.config import Config
-from rayrlhf.loops.ppo import PPOTrainer
+from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import read_metrics
 
 # PPO's learning setup (reward = frequency of "good"): the margins of the learning tests hold at it.
@@ -26,11 +26,11 @@ LEARNING = (
 
 
 def train(
-    config: Config, steps: int | None = None, patch: Callable[[PPOTrainer], Any] | None = None
+    config: Config, steps: int | None = None, patch: Callable[[OnlineTrainer], Any] | None = None
 ) -> dict:
     """Run ``steps`` more steps (default: to ``run.num_steps``) of a trainer for ``config``,
     after ``patch(trainer)``; its learners' state digests, metrics rows and sample ledger."""
-    trainer = PPOTrainer(config)
+    trainer = OnlineTrainer(config)
     try:
         if patch is not None:
             patch(trainer)
@@ -44,7 +44,7 @@ def train(
         trainer.shutdown()
 
 
-def on_dispatch(trainer: PPOTrainer, actions: dict[int, Callable[[Any], None]]) -> None:
+def on_dispatch(trainer: OnlineTrainer, actions: dict[int, Callable[[Any], None]]) -> None:
     """Run ``actions[n](flight)`` right after the n-th chunk dispatch of ``trainer`` (counting
     from 1): ``flight.actors`` are the actors doing that chunk, rollout first."""
     dispatch, count = trainer.runner._dispatch, [0]
@@ -64,7 +64,7 @@ def pid_of(actor: Any) -> int:
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
 
-def kill_rollout_at_dispatch(n: int) -> Callable[[PPOTrainer], None]:
+def kill_rollout_at_dispatch(n: int) -> Callable[[OnlineTrainer], None]:
     """A ``patch`` for :func:`train`: SIGKILL the rollout worker of the ``n``-th chunk dispatched,
     right after its calls are submitted, so it dies while it generates."""
     kill = {n: lambda flight: os.kill(pid_of(flight.actors[0]), signal.SIGKILL)}

@@ -24,8 +24,8 @@ from rayrlhf.algos.algorithms import ALGORITHMS, resolve
 from rayrlhf.algos.kl import kl_k3
 from rayrlhf.algos.losses import policy_loss
 from rayrlhf.buffer import ChunkRefs, ExperienceBuffer, LedgerError, SampleState
+from rayrlhf.controller.sampler import choose_groups, informative_groups
 from rayrlhf.experience import Rollout, Scores, join_chunks
-from rayrlhf.loops.sampling import choose_groups, informative_groups
 
 # groups: [1, 2, 3] (mean 2, unbiased std 1), [5, 5] (std 0), [0, 4] (mean 2, std √8)
 REWARDS = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 0.0, 4.0])

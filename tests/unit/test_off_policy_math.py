@@ -13,7 +13,7 @@ from hand_computed import close, policy_case
 from rayrlhf.algos.losses import policy_loss
 from rayrlhf.algos.off_policy import behaviour_weights, staleness_counts
 from rayrlhf.tiny_models import build_model
-from rayrlhf.weight_sync import (
+from rayrlhf.weights.transport import (
     broadcast_params,
     flatten_params,
     load_flat,

@@ -10,7 +10,7 @@ from rayrlhf.models import load_policy, response_logprobs
 from rayrlhf.roles.reference import ReferenceWorker
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker
-from rayrlhf.weight_sync import load_full_state_dict
+from rayrlhf.weights.transport import load_full_state_dict
 
 CHUNK = PromptChunk(["0-0", "0-1", "0-2"], ["the movie was very", "a film", "the plot is not"])
 
@@ -117,11 +117,11 @@ def test_long_prompts_keep_their_last_tokens(worker_and_rollout):
 
 
 def test_learner_refuses_a_non_finite_loss(worker_and_rollout):
-    from rayrlhf.roles.policy_update import NonFiniteError, PolicyUpdate
+    from rayrlhf.roles.rank_engine import NonFiniteError, RankEngine
 
     cfg, _, _ = worker_and_rollout
     # No engines needed: the guard runs before any optimizer step.
-    update = PolicyUpdate(cfg, None, None, rank=0, world_size=1, all_sum=lambda *x: list(x))
+    rank = RankEngine(cfg.learner, rank=0, seed=0, timeout_s=60.0)
     with pytest.raises(NonFiniteError, match="loss/policy is nan on rank 0"):
-        update._check_finite("loss/policy", torch.tensor(float("nan")))
-    update._check_finite("loss/policy", torch.tensor(1.0))
+        rank.check_finite("loss/policy", torch.tensor(float("nan")), "policy_version 0")
+    rank.check_finite("loss/policy", torch.tensor(1.0), "policy_version 0")

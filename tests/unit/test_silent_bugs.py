@@ -18,7 +18,7 @@ from rayrlhf.experience import PromptChunk, Rollout
 from rayrlhf.models import load_policy, load_tokenizer, response_logprobs
 from rayrlhf.roles.reward import RewardError, RewardWorker, validate_scores
 from rayrlhf.roles.rollout import RolloutWorker
-from rayrlhf.weight_sync import FlatWeights, flatten_params
+from rayrlhf.weights.transport import FlatWeights, flatten_params
 
 CHUNK = PromptChunk(
     [f"0-{i}" for i in range(6)],

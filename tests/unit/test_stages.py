@@ -80,7 +80,7 @@ def test_the_pipeline_redoes_what_a_rerun_stage_feeds_and_nothing_else(
         return run
 
     monkeypatch.setattr(supervised, "run_supervised_stage", stage("supervised"))
-    monkeypatch.setattr(pipeline, "run_ppo_stage", stage("ppo"))
+    monkeypatch.setattr(pipeline, "run_online_stage", stage("ppo"))
     config = _pipeline_config(tmp_path, tiny_model)
     pipeline.run_pipeline(config)
     assert ran == ["sft", "reward_model", "ppo"]

@@ -23,9 +23,10 @@ import ray
 from rayrlhf import cluster
 from rayrlhf.buffer import ExperienceBuffer
 from rayrlhf.config import Config
+from rayrlhf.controller.chunks import ChunkBatch, ChunkRunner
 from rayrlhf.data.prompts import PromptSource
 from rayrlhf.experience import PromptChunk, Scores
-from rayrlhf.loops.rollouts import ChunkBatch, ChunkRunner
+from rayrlhf.weights.publisher import WeightPublisher
 
 
 def informative_groups(scores: Scores, group_size: int) -> list[bool]:
@@ -66,18 +67,39 @@ class StepFlight:
 
 
 class StepSampler:
-    """Generates a step's chunks into the buffer; returns the new prompt cursor and metrics.
+    """Owns the prompt cursor and the steps in flight; fills the buffer with a step's samples.
 
-    With ``rollout.max_staleness`` > 0 the driver starts the next steps before the
-    current one trains; :attr:`ahead` holds them (and is what a checkpoint records of them).
+    With ``rollout.max_staleness`` k > 0 it dispatches the steps up to k ahead itself (with the
+    policy version the learners hold then), so they generate while the current one trains;
+    :attr:`ahead` holds them, and a checkpoint records them (:meth:`position`).
     """
 
     def __init__(
-        self, config: Config, prompts: PromptSource, runner: ChunkRunner, buffer: ExperienceBuffer
+        self,
+        config: Config,
+        prompts: PromptSource,
+        runner: ChunkRunner,
+        publisher: WeightPublisher,
     ) -> None:
-        self.config, self.prompts, self.runner, self.buffer = config, prompts, runner, buffer
+        self.config, self.prompts, self.runner = config, prompts, runner
+        self.publisher = publisher
         self.dynamic = config.algo.dynamic_sampling
+        self.max_ahead = config.rollout.max_staleness
+        self.reset(ExperienceBuffer(), 0)
+
+    def reset(self, buffer: ExperienceBuffer, cursor: int) -> None:
+        """Start afresh at prompt ``cursor`` with ``buffer``: nothing in flight."""
+        self.buffer, self.cursor = buffer, cursor
         self.ahead: dict[int, StepFlight] = {}
+        self._step_start: int | None = None  # synchronous: the cursor of the step collecting
+
+    def restore(self, buffer: ExperienceBuffer, cursor: int, in_flight: list[dict]) -> None:
+        """Back to a checkpoint's position: the steps that were generating ahead are dispatched
+        again under the same ids, with the same policy versions (their weights are loaded)."""
+        self.reset(buffer, cursor)
+        for f in in_flight:
+            v = int(f["version"])
+            self._start(int(f["step"]), int(f["cursor"]), v, self.publisher.refs[v])
 
     def _chunks(self, step: int, n_prompts: int, cursor: int, first: int) -> list[PromptChunk]:
         r = self.config.rollout
@@ -88,7 +110,7 @@ class StepSampler:
             self.buffer.dispatch(chunk.sample_ids)
         return chunks
 
-    def start(self, step: int, cursor: int, version: int | None = None, weights: Any = None) -> int:
+    def _start(self, step: int, cursor: int, version: int | None, weights: Any) -> int:
         """Dispatch step ``step``'s prompts from ``cursor`` (generated with policy ``version``,
         whose weights ``weights`` refers to); returns the cursor after them."""
         wanted = self.config.rollout.prompts_per_step
@@ -96,56 +118,77 @@ class StepSampler:
         self.ahead[step] = StepFlight(cursor, version, batch)
         return cursor + wanted
 
+    def dispatch_ahead(self, step: int, version: int) -> None:
+        """Asynchronous: dispatch the steps from ``step`` up to ``max_staleness`` ahead (not past
+        ``run.num_steps``) with policy ``version``, the one the learners hold now."""
+        if not self.max_ahead:
+            return
+        v, weights = self.publisher.for_dispatch(version)
+        last = min(step + self.max_ahead, self.config.run.num_steps - 1)
+        for t in range(step, last + 1):
+            if t not in self.ahead:
+                self.cursor = self._start(t, self.cursor, v, weights)
+
     def settle(self) -> None:
         """Wait until every chunk dispatched ahead is done (before workers are removed); the
         results stay in the object store until their step is collected."""
         for flight in self.ahead.values():
             self.runner.finish(flight.batch)
 
-    def in_flight_ids(self) -> set[str]:
-        """The samples of the steps dispatched ahead (dispatched, not yet collected)."""
-        return {sid for f in self.ahead.values() for sid in f.batch.sample_ids}
+    def abandon_uncollected(self) -> None:
+        """Before a checkpoint after a failure: samples dispatched for a step that will be
+        dispatched again are no longer in flight (those ahead are: the checkpoint keeps them)."""
+        ahead = {sid for f in self.ahead.values() for sid in f.batch.sample_ids}
+        self.buffer.abandon(ahead if self.max_ahead else frozenset())
 
-    def in_flight(self) -> list[dict[str, int | None]]:
-        """The steps dispatched ahead, as a checkpoint records them."""
-        return [
+    def position(self) -> tuple[int, list[dict[str, int | None]]]:
+        """The prompt cursor and the steps in flight, as a checkpoint records them. A step that
+        was collecting synchronously when the run stopped is redone from its first prompt."""
+        if not self.max_ahead:
+            cursor = self.cursor if self._step_start is None else self._step_start
+            return cursor, []
+        in_flight = [
             {"step": t, "cursor": f.cursor, "version": f.version}
             for t, f in sorted(self.ahead.items())
         ]
+        return self.cursor, in_flight
 
-    def collect(
-        self, step: int, cursor: int, version: int | None = None, weights: Any = None
-    ) -> tuple[int, dict[str, float]]:
-        """Fill ``self.buffer`` with step ``step``'s samples: those dispatched ahead, or else
-        prompts from ``cursor`` now. Dynamic sampling's further rounds take prompts from
-        ``cursor`` and generate with ``version``. Returns the cursor after them and metrics."""
+    def collect(self, step: int, version: int) -> dict[str, float]:
+        """Fill the buffer with step ``step``'s samples (generated, scored, reference log-probs):
+        those dispatched ahead, or else prompts from the cursor now. Dynamic sampling's further
+        rounds take prompts from the cursor too. Returns the sampling metrics."""
         r, a = self.config.rollout, self.config.algorithm
         wanted = r.prompts_per_step
+        self.dispatch_ahead(step, version)
+        v, weights = self.publisher.for_dispatch(version)
+        self._step_start = None if self.max_ahead else self.cursor
         if step not in self.ahead:
-            cursor = self.start(step, cursor, version, weights)
+            self.cursor = self._start(step, self.cursor, v, weights)
         results = self.runner.finish(self.ahead[step].batch)
         del self.ahead[step]  # only once its chunks are in: a failure before keeps it in flight
         for refs in results:
             self.buffer.add(refs)
         if not self.dynamic:
-            return cursor, {}
+            self._step_start = None
+            return {}
         flag = cluster.zero_cpu_task(informative_groups)
         flags = ray.get([flag.remote(x.scores, r.group_size) for x in results])
         rounds, first = 0, wanted
         while (missing := wanted - sum(map(sum, flags))) > 0 and rounds < a.max_fill_rounds:
             n = math.ceil(missing / r.chunk_size) * r.chunk_size
-            more = self.runner.run(self._chunks(step, n, cursor, first), version, weights)
+            more = self.runner.run(self._chunks(step, n, self.cursor, first), v, weights)
             for refs in more:
                 self.buffer.add(refs)
             flags += ray.get([flag.remote(x.scores, r.group_size) for x in more])
-            cursor, first, rounds = cursor + n, first + n, rounds + 1
+            self.cursor, first, rounds = self.cursor + n, first + n, rounds + 1
         keep, counts = choose_groups(flags, wanted)
         g = r.group_size
         self.buffer.select(
             [[i for k in groups for i in range(k * g, (k + 1) * g)] for groups in keep]
         )
+        self._step_start = None
         total = sum(len(f) for f in flags)
-        return cursor, {
+        return {
             "group/sampled": float(total),
             "group/dropped": float(counts["dropped"]),
             "group/surplus": float(counts["surplus"]),
