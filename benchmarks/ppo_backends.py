@@ -31,10 +31,10 @@ def one(config: Path, run: Path, backend: str, steps: int) -> list[dict]:
     ``backend``, in this process: their metrics rows."""
     from rayrlhf.config import from_dict, load, to_dict
     from rayrlhf.loops.online import OnlineTrainer
-    from rayrlhf.loops.pipeline import ppo_config
+    from rayrlhf.loops.pipeline import third_stage_config
     from rayrlhf.metrics import read_metrics
 
-    tree = to_dict(ppo_config(load(config), run))
+    tree = to_dict(third_stage_config(load(config), run))
     out = Path(tempfile.mkdtemp())
     tree["run"].update(num_steps=steps, output_dir=str(out), progress_bar=False, resume="never")
     tree["rollout"]["backend"] = backend

@@ -220,7 +220,7 @@ class SimLearner:
             "reward/mean": batch.scores.mean().item(),
             "reward/std": batch.scores.std(unbiased=False).item(),
             "kl/mean": kl / n,
-            "kl/coef": cfg.ppo.kl_coef,
+            "kl/coef": cfg.online.kl_coef,
             "response/length": n_tok / n,
             "rollout/logprob_mismatch": 0.0,
             "rollout/nll": float(-batch.logprobs.sum()) / n_tok,

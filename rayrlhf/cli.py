@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] and argv[0] in DELEGATED:
         import importlib
 
+        if argv[0] in ("label", "serve-reward"):  # they load models
+            from rayrlhf.log_setup import quiet_libraries
+
+            quiet_libraries()
+
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "scale":
@@ -129,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rayrlhf: {err}", file=sys.stderr)
         return 2
     # torch, ray and friends are imported only once the config is known good.
+    from rayrlhf.log_setup import quiet_libraries
+
+    quiet_libraries()
     from rayrlhf.checkpoint import CheckpointError
     from rayrlhf.faults import RunFailed, RunStopped, one_line, write_error_log
     from rayrlhf.loops.pipeline import run_dir_of, run_online_stage, run_pipeline

@@ -59,6 +59,8 @@ def ensure_ray(config: Config) -> None:
         num_cpus=max(os.cpu_count() or 1, 2 * int(needed) + 1, 16),
         dashboard_host="127.0.0.1",
         namespace=NAMESPACE,
+        # Each actor process quiets the libraries as the CLI does (nothing does at import).
+        runtime_env={"worker_process_setup_hook": "rayrlhf.log_setup.quiet_libraries"},
     )
 
 

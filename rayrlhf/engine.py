@@ -10,7 +10,6 @@ import datetime
 import hashlib
 import os
 import socket
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +20,6 @@ import torch.distributed as dist
 from torch import nn
 
 from rayrlhf.config import EngineConfig
-
-# DeepSpeed calls torch.distributed APIs that torch marks deprecated, once per collective.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
 
 
 def _deepspeed(device: str) -> Any:

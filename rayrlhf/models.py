@@ -17,13 +17,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
 
 from rayrlhf.algos.losses import entropy_from_logits, logprobs_from_logits
-
-# Workers log through Ray to the driver's console: keep transformers' per-load bars and advice out.
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

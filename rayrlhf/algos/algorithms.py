@@ -37,7 +37,7 @@ class Algorithm:
     kl_estimator: str  # a key of KL_ESTIMATORS
     whiten: bool  # normalise advantages over the global batch (all ranks' tokens)
     std_normalize: bool = True  # group advantage: divide by the group's std
-    clip_high: float | None = None  # ε_high; None = the symmetric ppo.clip_range
+    clip_high: float | None = None  # ε_high; None = the symmetric online.clip_range
     dynamic_sampling: bool = False  # drop all-equal-reward groups, fill the step from more prompts
     min_group_size: int = 1  # samples per prompt the estimator needs
 

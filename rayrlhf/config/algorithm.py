@@ -14,7 +14,7 @@ AlgorithmName = Literal["ppo", "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp"
 class AlgorithmConfig(_Section):
     """Which online algorithm the learner runs. Unset fields take the named algorithm's preset
     (README, "Algorithms"); the remaining hyper-parameters (clip range, KL coefficient and
-    controller, γ, λ, entropy bonus) are in the ``ppo`` section, shared by all of them."""
+    controller, γ, λ, entropy bonus) are in the ``online`` section, shared by all of them."""
 
     name: AlgorithmName = Field("ppo", description="ppo, grpo, dr_grpo, dapo, rloo, reinforce_pp.")
     advantage: Literal["gae", "group", "rloo", "reinforce_pp"] | None = Field(
@@ -32,7 +32,7 @@ class AlgorithmConfig(_Section):
     )
     group_eps: float = Field(1e-6, gt=0.0, description="ε added to a group's std.")
     clip_high: float | None = Field(
-        None, gt=0.0, lt=10.0, description="DAPO's ε_high; default: ppo.clip_range (symmetric)."
+        None, gt=0.0, lt=10.0, description="DAPO's ε_high; default: online.clip_range (symmetric)."
     )
     loss_constant: int | None = Field(
         None, ge=1, description="Dr. GRPO's normaliser C; default: rollout.max_new_tokens."

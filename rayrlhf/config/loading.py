@@ -51,6 +51,8 @@ def from_dict(tree: dict[str, Any]) -> Config:
         lines = []
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            if where.startswith("online.") and "ppo" in tree:  # the section's old name
+                where += f" (given as ppo.{where.removeprefix('online.')})"
             got = (
                 f" (got {e['input']!r})"
                 if "input" in e and not isinstance(e["input"], dict)

@@ -137,8 +137,10 @@ class WeightSyncConfig(_Section):
     bucket_mb: float = Field(64.0, gt=0.0, description="Flat bucket size for broadcast (MiB).")
 
 
-class PPOConfig(_Section):
-    """PPO and KL hyper-parameters, shared by every online algorithm (names as in the papers)."""
+class OnlineConfig(_Section):
+    """The clipped policy gradient's and the KL's hyper-parameters, shared by every online
+    algorithm (names as in the papers). The section is ``online``; ``ppo``, its old name, is
+    still read."""
 
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount per token.")
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0, description="GAE λ.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import model_validator
 
 from rayrlhf.algos.algorithms import Algorithm, resolve
@@ -12,7 +14,7 @@ from rayrlhf.config.roles import (
     DataConfig,
     LearnerConfig,
     ModelConfig,
-    PPOConfig,
+    OnlineConfig,
     ReferenceConfig,
     RewardConfig,
     WeightSyncConfig,
@@ -34,7 +36,7 @@ class Config(_Section):
     reference: ReferenceConfig = ReferenceConfig()
     learner: LearnerConfig = LearnerConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
-    ppo: PPOConfig = PPOConfig()
+    online: OnlineConfig = OnlineConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
     eval: EvalConfig = EvalConfig()
     # Pipeline stages (`rayrlhf pipeline`): SFT fine-tunes model.policy and PPO starts from the
@@ -45,6 +47,17 @@ class Config(_Section):
     # section is given (at most one of them).
     dpo: DPOConfig | None = None
     ilql: ILQLConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_section_names(cls, data: Any) -> Any:
+        """``ppo`` is ``online``'s old name: a config file written for it still works (the two
+        merged, ``online`` winning where both set a field)."""
+        if isinstance(data, dict) and "ppo" in data:
+            data = dict(data)
+            old = data.pop("ppo") or {}
+            data["online"] = {**old, **(data.get("online") or {})}
+        return data
 
     @model_validator(mode="after")
     def _one_third_step(self) -> Config:
@@ -103,8 +116,8 @@ class Config(_Section):
                 f"algorithm {self.algorithm.name} (advantage {algo.advantage}) needs "
                 f"rollout.group_size >= {algo.min_group_size}, got {self.rollout.group_size}"
             )
-        if self.ppo.kl_controller == "adaptive" and self.ppo.kl_coef <= 0:
-            raise ValueError("ppo.kl_controller adaptive needs ppo.kl_coef > 0")
+        if self.online.kl_controller == "adaptive" and self.online.kl_coef <= 0:
+            raise ValueError("online.kl_controller adaptive needs online.kl_coef > 0")
         return self
 
     @model_validator(mode="after")
@@ -133,7 +146,7 @@ class Config(_Section):
             advantage=a.advantage,
             loss_agg=a.loss_agg,
             kl_in=a.kl_in,
-            kl_estimator=self.ppo.kl_estimator,
+            kl_estimator=self.online.kl_estimator,
             whiten=a.whiten,
             std_normalize=a.std_normalize,
             clip_high=a.clip_high,
@@ -143,7 +156,7 @@ class Config(_Section):
     @property
     def uses_reference(self) -> bool:
         """Reference workers run only when the KL has a weight: none with a coefficient of 0."""
-        return self.ppo.kl_coef > 0
+        return self.online.kl_coef > 0
 
     @property
     def tokenizer_path(self) -> str:

@@ -8,7 +8,9 @@ It owns what a run does around its steps:
 - **learner restarts**: a lost rank restarts the whole learner group from the last checkpoint
   (or the start), up to ``run.max_learner_restarts`` times, counted in ``faults/*``;
 - **failures**: an error of the work writes a checkpoint whenever the learners are between
-  steps, the traceback goes to ``RUN_DIR/error.log`` and the run stops with one line;
+  steps and every step they took is logged (so a resume continues the logs row for row; a run
+  that trained no step pins nothing), the traceback goes to ``RUN_DIR/error.log`` and the run
+  stops with one line;
 - **step timing** (``time/step``) and the fault counters of every metrics row.
 """
 
@@ -79,6 +81,7 @@ class StepLoop:
         error it cannot get past."""
         run = self.run
         history: list[tuple[int, dict[str, Any]]] = []
+        self.logged = run.state.step  # the last step whose metrics row is written
         try:
             with StopRequest() as stop:
                 if begin is not None:
@@ -90,12 +93,14 @@ class StepLoop:
                         metrics = run.train_step()
                     except LearnerLost as err:
                         self._restart(err, logger)
+                        self.logged = run.state.step
                         history = [(s, m) for s, m in history if s <= run.state.step]
                         continue
                     step = run.state.step
                     metrics["time/step"] = time.perf_counter() - start
                     metrics.update(run.faults.metrics())
                     logger.log(step, metrics, metrics.pop("samples_text", []))
+                    self.logged = step
                     inject_fault(f"after_step:{step}")
                     history.append((step, metrics))
                     run.after_step()
@@ -140,10 +145,15 @@ class StepLoop:
         logger.rewind(run.state.logs)
 
     def _failure(self, err: BaseException, logger: RunLogger) -> RunFailed:
-        """Checkpoint if the learners are between steps, log the traceback, name the cause."""
+        """Checkpoint if the learners are between steps with every step logged, log the
+        traceback, name the cause."""
         run = self.run
         where = "the last checkpoint stands (the learners stopped mid-step)"
-        if run.between_steps:
+        if run.between_steps and run.state.step != self.logged:
+            where = f"the last checkpoint stands (step {run.state.step}'s metrics were not logged)"
+        elif run.between_steps and run.state.step == 0:
+            where = "no checkpoint written (no step trained)"
+        elif run.between_steps:
             try:
                 run.before_failure_checkpoint()
                 where = f"checkpoint written after step {run.state.step}"

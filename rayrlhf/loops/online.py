@@ -81,12 +81,15 @@ class OnlineTrainer:
         # Hashed once: every checkpoint of the run records what the run read.
         self.data_digests = resume.data_digests(to_dict(config))
         # Refused before any actor starts: a damaged checkpoint or a changed config costs seconds.
-        found = resume.find(self.checkpoints, config.run.resume)
-        if found is not None:
-            shape = (config.learner.num_ranks, config.learner.zero_stage)
-            resume.check_compatible(
-                found, to_dict(config), shape, "learner", data=self.data_digests
-            )
+        shape = (config.learner.num_ranks, config.learner.zero_stage)
+        found = resume.starting_checkpoint(
+            self.checkpoints,
+            config.run.resume,
+            to_dict(config),
+            shape,
+            "learner",
+            data=self.data_digests,
+        )
         cluster.ensure_ray(config)
         self.control = cluster.control_actor(config)
         # `rayrlhf scale` finds the Ray this run uses (perhaps one it started itself) here.

@@ -19,7 +19,6 @@ again, and PPO runs again from scratch whenever a stage it reads from ran again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ import yaml
 
 from rayrlhf.checkpoint import POINTER
 from rayrlhf.config import Config, ConfigError, from_dict, to_dict
+from rayrlhf.config.results import fingerprint, stage_tree
 from rayrlhf.controller.heldout import mean_std_stderr
 from rayrlhf.data.tables import load_rows
 
@@ -54,8 +54,9 @@ def run_dir_of(config: Config) -> Path:
     return Path(config.run.output_dir) / config.run.name
 
 
-def ppo_config(config: Config, run_dir: Path) -> Config:
-    """The PPO stage's config: policy from the SFT stage, reward model from the RM stage.
+def third_stage_config(config: Config, run_dir: Path) -> Config:
+    """The third stage's config (online, DPO or ILQL): policy from the SFT stage, reward model
+    from the RM stage.
 
     The tokenizer follows the policy unless ``model.tokenizer`` names one.
     """
@@ -66,30 +67,6 @@ def ppo_config(config: Config, run_dir: Path) -> Config:
     if config.reward_model is not None:
         tree["reward"]["model"] = str((run_dir / "reward_model" / "model").resolve())
     return from_dict(tree)
-
-
-# Where and how visibly a stage runs, not what it computes: changing these keeps finished stages.
-NOT_FINGERPRINTED = {
-    "num_cpus",
-    "num_gpus",
-    "placement",
-    "master_port",
-    "progress_bar",
-    "log_samples",
-    # How a stage survives failures, not what it computes.
-    "checkpoint_every",
-    "keep_checkpoints",
-    "resume",
-    "max_worker_restarts",
-    "max_learner_restarts",
-    "timeouts",
-}
-
-
-def _strip(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _strip(v) for k, v in tree.items() if k not in NOT_FINGERPRINTED}
-    return tree
 
 
 def _file_stamps(tree: Any) -> list[tuple[str, int, int]]:
@@ -105,26 +82,17 @@ def _file_stamps(tree: Any) -> list[tuple[str, int, int]]:
 
 
 def fingerprints(config: Config) -> dict[str, str]:
-    """A hash per stage of everything that decides its result (upstream stages included)."""
-    tree = _strip(to_dict(config))
-    run = {"seed": config.run.seed}
-
-    def digest(part: Any) -> str:
-        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
-
+    """A hash per stage of everything that decides its result (upstream stages included), by
+    :mod:`rayrlhf.config.results`' rule."""
+    tree = to_dict(config)
     out: dict[str, str] = {}
-    if config.sft is not None:
-        sft = [tree["sft"], tree["rollout"]["template"], tree["rollout"]["plain_template"]]
-        model = [tree["model"]["policy"], tree["model"]["tokenizer"]]
-        out["sft"] = digest([run, sft, model, _file_stamps(tree["sft"])])
-    if config.reward_model is not None:
-        out["reward_model"] = digest(
-            [run, tree["reward_model"], _file_stamps(tree["reward_model"])]
-        )
-    third = {k: v for k, v in tree.items() if k not in ("sft", "reward_model", "run")}
-    third["run"] = {k: v for k, v in tree["run"].items() if k != "name"}
+    for stage in ("sft", "reward_model"):
+        if getattr(config, stage) is not None:
+            part = stage_tree(tree, stage)
+            out[stage] = fingerprint(part, _file_stamps(part))
+    third = stage_tree(tree, "ppo")  # what the third stage trains and evaluates
     upstream = [out.get("sft"), out.get("reward_model")]
-    out[third_stage(config)] = digest([third, *upstream, _file_stamps(third)])
+    out[third_stage(config)] = fingerprint(third, *upstream, _file_stamps(third))
     return out
 
 
@@ -282,9 +250,9 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
         upstream_ran = True
         start = time.monotonic()
         if stage == "ppo":
-            summary = run_online_stage(ppo_config(config, run_dir), stage_dir)
+            summary = run_online_stage(third_stage_config(config, run_dir), stage_dir)
         elif stage in OFFLINE:
-            summary = run_offline_stage(ppo_config(config, run_dir), stage, stage_dir)
+            summary = run_offline_stage(third_stage_config(config, run_dir), stage, stage_dir)
         else:
             summary = run_supervised_stage(config, stage, stage_dir)
         mark_done(stage_dir, prints[stage], summary, time.monotonic() - start)

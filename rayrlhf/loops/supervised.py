@@ -13,6 +13,7 @@ from typing import Any
 
 from rayrlhf import cluster, resume
 from rayrlhf.config import Config, to_dict
+from rayrlhf.config.results import stage_length_fields, stage_tree
 from rayrlhf.controller.run_state import RunState, load_run_state, save_run_state
 from rayrlhf.controller.step_loop import StepLoop
 from rayrlhf.faults import FaultCounts
@@ -25,16 +26,6 @@ CONSOLE_KEYS = {
     "dpo": ("loss/train", "eval/loss", "eval/accuracy", "eval/margin", "train/accuracy"),
     "ilql": ("loss/train", "eval/loss", "eval/q", "eval/v", "eval/awac"),
 }
-
-
-def stage_tree(config: Config, stage: str) -> dict[str, Any]:
-    """The part of the config that decides a stage's result (what a resume must match)."""
-    tree = to_dict(config)
-    part = {stage: tree[stage], "run": tree["run"]}
-    if stage in ("sft", "dpo", "ilql"):  # they train model.policy, showing prompts as rollouts do
-        part["model"] = tree["model"]
-        part["rollout"] = {k: tree["rollout"][k] for k in ("template", "plain_template")}
-    return part
 
 
 class SupervisedStage:
@@ -50,18 +41,17 @@ class SupervisedStage:
         self.section = getattr(config, stage)
         self.checkpoints = stage_dir / "checkpoints"
         lc = self.section.learner
-        self.tree = stage_tree(config, stage)
+        self.tree = stage_tree(to_dict(config), stage)
         self.data_digests = resume.data_digests(self.tree)  # once: every checkpoint records it
-        found = resume.find(self.checkpoints, config.run.resume)
-        if found is not None:
-            resume.check_compatible(
-                found,
-                self.tree,
-                (lc.num_ranks, lc.zero_stage),
-                f"{stage}.learner",
-                {f"{stage}.max_steps", f"{stage}.eval_every", f"{stage}.epochs"},
-                data=self.data_digests,
-            )
+        found = resume.starting_checkpoint(
+            self.checkpoints,
+            config.run.resume,
+            self.tree,
+            (lc.num_ranks, lc.zero_stage),
+            f"{stage}.learner",
+            stage_length_fields(stage),
+            data=self.data_digests,
+        )
         cluster.ensure_ray(config)
         self.faults = FaultCounts()
         self.between_steps = True

@@ -2,7 +2,7 @@
 the typed bundle of one step's tensors.
 
 The algorithm's numbers live in three sections of the config (``algorithm``, its resolved
-preset :attr:`Config.algo`, and ``ppo``'s shared hyper-parameters); the learner and the policy
+preset :attr:`Config.algo`, and ``online``'s shared hyper-parameters); the learner and the policy
 update read them only from :class:`LearnerSettings`, so each is resolved in one place.
 """
 
@@ -55,7 +55,7 @@ class LearnerSettings:
     @classmethod
     def from_config(cls, config: Config) -> LearnerSettings:
         """Resolve the settings of ``config``'s online learner."""
-        a, p, r = config.algorithm, config.ppo, config.rollout
+        a, p, r = config.algorithm, config.online, config.rollout
         return cls(
             algo=config.algo,
             engine=config.learner,

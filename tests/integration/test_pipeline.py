@@ -116,7 +116,7 @@ def test_pipeline_runs_every_stage_then_skips_them(ray_local, tiny_model, data, 
     assert (run / "config.yaml").read_text() == recorded
 
     # Which stages a rerun redoes (a deleted stage, those built on it, a stage that died
-    # part-way) is tested with stand-in stages in the unit tier: tests/unit/test_stages.py.
+    # part-way) is tested with stand-in stages in the unit tier: tests/unit/test_pipeline_stages.py.
 
 
 def _stage_config(tiny_model, data, out, stage: str, *extra):
@@ -204,6 +204,47 @@ def test_a_stage_that_died_mid_way_resumes_to_the_uninterrupted_result(
     assert [{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows[0]] == [
         {k: v for k, v in r.items() if not k.startswith(drop)} for r in rows[1]
     ]
+
+
+def test_a_stage_checkpoints_on_a_work_error_and_reports_learner_restarts(
+    ray_local, tiny_model, data, tmp_path, monkeypatch, clean_sft
+):
+    """The step loop every driver shares: an error between steps leaves a checkpoint there
+    (step 3, between the every-2 ones), and a rank killed in step 3 restarts the group from
+    step 2, counted in faults/learner_restarts; both end equal to the uninterrupted stage."""
+    import ray
+    from safetensors.torch import load_file
+
+    from rayrlhf.faults import RunFailed
+    from rayrlhf.loops.supervised import SupervisedStage
+    from rayrlhf.metrics import read_metrics
+
+    config = _stage_config(tiny_model, data, tmp_path, "sft")
+
+    def fails_after_step_3(self):
+        if self.state.step == 3:
+            raise OSError("status report failed")
+
+    monkeypatch.setattr(SupervisedStage, "after_step", fails_after_step_3)
+    with pytest.raises(RunFailed, match="checkpoint written after step 3"):
+        run_supervised_stage(config, "sft", tmp_path / "work-error")
+    monkeypatch.undo()
+    run_supervised_stage(config, "sft", tmp_path / "work-error")  # resumes from step 3
+
+    def kills_rank_1_in_step_3(self):
+        if self.state.step == 2 and not self.faults.learner_restarts:
+            ray.kill(self.group.actors[1])
+
+    monkeypatch.setattr(SupervisedStage, "before_step", kills_rank_1_in_step_3)
+    run_supervised_stage(config, "sft", tmp_path / "rank-lost")
+    rows = read_metrics(tmp_path / "rank-lost")
+    assert [r.get("faults/learner_restarts") for r in rows] == [None, 0, 0, 1, 1]
+
+    clean = load_file(clean_sft[0] / "model" / "model.safetensors")
+    for run in ("work-error", "rank-lost"):
+        model = load_file(tmp_path / run / "model" / "model.safetensors")
+        assert all(torch.equal(clean[k], model[k]) for k in clean), run
+        assert [r["step"] for r in read_metrics(tmp_path / run)] == [0, 1, 2, 3, 4]
 
 
 def _offline_base(tiny_model, data, out, name: str) -> list[str]:

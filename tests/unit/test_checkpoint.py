@@ -10,6 +10,7 @@ import pytest
 
 from rayrlhf import checkpoint, resume
 from rayrlhf.checkpoint import CheckpointError
+from rayrlhf.config.results import changed_fields
 from rayrlhf.faults import StopRequest
 from rayrlhf.metrics import RunLogger, read_metrics
 
@@ -80,7 +81,9 @@ def test_resume_policies(tmp_path):
     assert resume.find(root, "auto") is None
     _write(root, 2)
     assert resume.find(root, "must").step == 2
-    assert resume.find(root, "never") is None and not root.exists()
+    assert resume.find(root, "never") is None and root.exists()  # a lookup does not delete
+    resume.discard(root)
+    assert not root.exists()
 
 
 def test_fields_that_decide_the_math_must_match_and_resources_may_change():
@@ -96,7 +99,7 @@ def test_fields_that_decide_the_math_must_match_and_resources_may_change():
         "run": {"num_steps": 20, "seed": 0},
         "timeouts": {"train_s": 99},
     }
-    assert resume.changed_fields(saved, now, set()) == ["learner.policy_lr", "rollout.temperature"]
+    assert changed_fields(saved, now, set()) == ["learner.policy_lr", "rollout.temperature"]
 
 
 def test_a_different_rank_count_is_refused_with_the_way_out(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from rayrlhf.config import ConfigError, apply_overrides, load
+from rayrlhf.config import ConfigError, apply_overrides, load, to_dict
 
 BASE = ["model.policy=/m", "data.prompts=/p.jsonl", "reward.function=pkg.mod:fn"]
 
@@ -21,7 +21,7 @@ def test_yaml_and_overrides(tmp_path):
     cfg = load(path, ["rollout.num_workers=4", "ppo.kl_estimator=k3", "run.name=x"])
     assert cfg.rollout.num_workers == 4
     assert cfg.rollout.temperature == 0.7  # untouched YAML value kept
-    assert cfg.ppo.kl_estimator == "k3"
+    assert cfg.online.kl_estimator == "k3"  # the old section name still sets it
     assert cfg.run.name == "x"
 
 
@@ -122,3 +122,15 @@ def test_the_shipped_configs_are_all_there():
     assert {"review_pipeline", "review_grpo", "review_dpo", "review_ilql", "japanese_pipeline"} <= {
         p.stem for p in SHIPPED
     }
+
+
+def test_the_online_section_keeps_its_old_name_ppo(tmp_path):
+    """Config files written for the ``ppo`` section still load; ``online`` wins where both set
+    a field (an override in the new name over a file in the old one)."""
+    path = tmp_path / "old.yaml"
+    path.write_text("ppo:\n  kl_coef: 0.2\n  clip_range: 0.1\n")
+    cfg = load(path, [*BASE, "online.kl_coef=0.3"])
+    assert (cfg.online.kl_coef, cfg.online.clip_range) == (0.3, 0.1)
+    assert "ppo" not in to_dict(cfg)
+    with pytest.raises(ConfigError, match="online.clip_range"):
+        load(path, [*BASE, "ppo.clip_range=2"])

@@ -94,7 +94,7 @@ def test_online_learner_resumes_exactly_in_process(tiny_model, prompts_file, tmp
     second = _setup(config)
     second.load_checkpoint(str(tmp_path / "ckpt"))
     assert second.policy_version == 1
-    assert second.kl_ctl.value == saved_coef != config.ppo.kl_coef
+    assert second.kl_ctl.value == saved_coef != config.online.kl_coef
     resumed = _train(second, config, 1)
     assert first.state_digest() == second.state_digest()
     assert {k: v for k, v in resumed.items() if not k.startswith("time/")} == {

@@ -1,4 +1,5 @@
-"""Tests for bugs that used to pass the whole suite silently (no Ray; roles built in-process).
+"""The rollout and reward workers' guards against bugs that once passed the whole suite silently
+(no Ray; roles built in-process):
 
 - the rollout mask dropping the EOS when pad == EOS (a ``!= pad`` mask),
 - tensor / numpy reward scores skipping the finiteness and count checks,
