@@ -15,7 +15,9 @@ Every row carries a stable ``sample_id`` and the ``policy_version`` that generat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +165,7 @@ def join_chunks(
     n = max(r.response_ids.shape[1] for r in rollouts)
     pad_id = 0  # any id: padded positions are masked out everywhere
 
-    def cat(get, width: int, value: float, left: bool = False) -> Tensor:
+    def cat(get: Callable[[Any], Tensor], width: int, value: float, left: bool = False) -> Tensor:
         parts = [_rows(pad_to(get(k), width, value, left), rows[k]) for k in range(len(rollouts))]
         return torch.cat(parts)
 

@@ -35,7 +35,9 @@ def _mlp(hidden: int, out: int, dtype: torch.dtype) -> nn.Sequential:
 class ILQLHeads(nn.Module):
     """Q heads, their target copies (no gradient) and the V head."""
 
-    def __init__(self, hidden: int, vocab: int, two_qs: bool = True, dtype=torch.float32):
+    def __init__(
+        self, hidden: int, vocab: int, two_qs: bool = True, dtype: torch.dtype = torch.float32
+    ):
         super().__init__()
         self.q = nn.ModuleList(_mlp(hidden, vocab, dtype) for _ in range(2 if two_qs else 1))
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
@@ -68,7 +70,11 @@ class ILQLPolicy(nn.Module):
         self.base.gradient_checkpointing_enable()
 
     def lm(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None, past=None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None,
+        past: Any = None,
     ) -> Any:
         """The LM's output with its last hidden states (and, given ``past``, the KV cache)."""
         return self.base(

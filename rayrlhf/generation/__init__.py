@@ -10,6 +10,11 @@ Hugging Face-named state dict or from a stream of them (the broadcast path).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
@@ -54,7 +59,7 @@ class Engine(Protocol):
         ...
 
 
-def make_engine(config: Config, tokenizer) -> Engine:
+def make_engine(config: Config, tokenizer: PreTrainedTokenizerBase) -> Engine:
     """The engine ``rollout.backend`` names, holding the initial policy."""
     if config.rollout.backend == "vllm":
         from rayrlhf.ilql_model import is_ilql_folder

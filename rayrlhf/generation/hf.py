@@ -6,6 +6,11 @@ decoding instead (:func:`rayrlhf.ilql_model.ilql_sample`, the β and top-k saved
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -20,7 +25,7 @@ from rayrlhf.weights.transport import load_full_state_dict
 class HFEngine:
     """The policy as a Hugging Face model on ``learner.device``, in ``learner.precision``."""
 
-    def __init__(self, config: Config, tokenizer) -> None:
+    def __init__(self, config: Config, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg, self.tokenizer = config.rollout, tokenizer
         self.device = torch.device(config.learner.device)
         policy, precision = config.model.policy, config.learner.precision

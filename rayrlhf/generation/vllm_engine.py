@@ -13,6 +13,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,7 +48,7 @@ def _import_vllm():
 class VllmEngine:
     """One vLLM engine holding the policy; sized by ``rollout.vllm``."""
 
-    def __init__(self, config: Config, tokenizer) -> None:
+    def __init__(self, config: Config, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg, self.tokenizer = config.rollout, tokenizer
         self.policy_path = config.model.policy
         v = self.cfg.vllm
