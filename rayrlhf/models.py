@@ -7,6 +7,10 @@ values for the response columns of a ``(B, P+R)`` batch whose first P columns ar
 
 from __future__ import annotations
 
+import json
+import os
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from transformers import (
@@ -80,17 +84,72 @@ def load_reward_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tok
 
 
+REWARD_MODEL_MARKER = "rayrlhf_reward_model.json"
+"""File a trained reward model's folder holds beside the HF files: what trained it (the reward-model
+stage writes it; transformers ignores it, so the folder still loads anywhere)."""
+
+
+class RewardModelError(ValueError):
+    """A folder given as a reward model cannot score: e.g. a policy whose score head is missing."""
+
+
+def write_reward_model_marker(path: str, info: dict[str, Any]) -> None:
+    """Mark ``path`` as a trained reward model, recording ``info`` (what trained it) as JSON."""
+    with open(os.path.join(path, REWARD_MODEL_MARKER), "w", encoding="utf-8") as f:
+        json.dump({"kind": "reward_model", **info}, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _refuse_untrained_head(path: str, model: PreTrainedModel, missing: set[str]) -> None:
+    """Raise :class:`RewardModelError` when loading left weights newly initialised.
+
+    transformers fills weights absent from the folder with random values and only logs it: a
+    policy folder (a causal LM) loads as a sequence classifier with a random score head, whose
+    scores change on every load. Missing *head* weights are the usual cause: a pipeline's
+    ``sft/model`` given where ``reward_model/model`` was meant.
+    """
+    if not missing:
+        return
+    base = model.base_model_prefix + "."
+    head = sorted(k for k in missing if not k.startswith(base))
+    if not head or os.path.exists(os.path.join(path, REWARD_MODEL_MARKER)):
+        # A trained folder (head or marker present) that lacks weights is damaged, not mixed up.
+        raise RewardModelError(
+            f"reward model folder {path} lacks weights {', '.join(sorted(missing)[:5])}: they "
+            "would be random; the folder is incomplete or of another architecture"
+        )
+    arch = ", ".join(model.config.architectures or []) or "a model"
+    parent = os.path.dirname(os.path.abspath(path))
+    sibling = os.path.join(os.path.dirname(parent), "reward_model", "model")
+    hint = (  # a pipeline's run folder: name the reward model it trained
+        f"did you mean {sibling}?"
+        if os.path.basename(parent) == "sft" and os.path.isdir(sibling)
+        else "give a trained reward model's folder (a pipeline's reward_model/model), "
+        "not a policy's (its sft/model)"
+    )
+    raise RewardModelError(
+        f"{path} is not a trained reward model: it holds {arch} without a score head "
+        f"({', '.join(head)} would be newly initialised, giving random scores); {hint}"
+    )
+
+
 def load_reward_model(
     path: str, num_labels: int | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A sequence-classification reward model (1 label: score; 2 labels: log-odds) and tokenizer.
 
     ``num_labels=1`` starts a reward model to train from any base (a fresh one-output head).
+    Without ``num_labels`` the folder must hold a trained head: one that loading would
+    initialise at random is refused with :class:`RewardModelError`.
     """
     extra = {} if num_labels is None else {"num_labels": num_labels}
-    model = AutoModelForSequenceClassification.from_pretrained(path, **extra)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, output_loading_info=True, **extra
+    )
+    if num_labels is None:
+        _refuse_untrained_head(path, model, set(info.get("missing_keys") or ()))
     if model.config.num_labels not in (1, 2):
-        raise ValueError(
+        raise RewardModelError(
             f"reward model at {path} has {model.config.num_labels} labels; need 1 or 2"
         )
     tok = load_reward_tokenizer(path)

@@ -47,6 +47,19 @@ class RewardConfig(_Section):
         pattern=r"^https?://",
         description="HTTP endpoint scoring batches (`rayrlhf serve-reward` speaks its protocol).",
     )
+    # The token itself never enters the config (which is logged and saved with each run): only
+    # where a reward worker reads it, on the machine where it runs.
+    url_token_file: PathStr | None = Field(
+        None,
+        min_length=1,
+        description="File holding the bearer token sent to reward.url (`serve-reward "
+        "--token-file`).",
+    )
+    url_token_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the bearer token sent to reward.url.",
+    )
     timeout_s: float = Field(60.0, gt=0.0, description="Deadline of one HTTP request.")
     retries: int = Field(3, ge=0, description="HTTP retries of a failed batch, with backoff.")
     batch_size: int = Field(32, ge=1, description="Pairs per model forward or HTTP request.")
@@ -60,6 +73,10 @@ class RewardConfig(_Section):
     def _one_scorer(self) -> RewardConfig:
         if sum(x is not None for x in (self.model, self.function, self.url)) > 1:
             raise ValueError("set exactly one of reward.model, reward.function or reward.url")
+        if self.url is None and (self.url_token_file or self.url_token_env):
+            raise ValueError("reward.url_token_file and reward.url_token_env need reward.url")
+        if self.url_token_file and self.url_token_env:
+            raise ValueError("set one of reward.url_token_file or reward.url_token_env, not both")
         return self
 
 

@@ -10,19 +10,60 @@ sample's score is taken from the first reply whose ids match its request, and ke
 or repeated reply can replace nothing, and a reply that names other ids is refused. Replies are
 checked like local scorers' (one finite number per sample) and errors name the endpoint and the
 first sample of the batch.
+
+An endpoint started with a token (``serve-reward --token-file``) is sent ``Authorization: Bearer``
+with the token read from ``reward.url_token_file`` or ``reward.url_token_env`` where the worker
+runs; the token never enters the config, a log line or an error message.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rayrlhf.rewards.validation import RewardError, validate_scores
 
+if TYPE_CHECKING:  # for the annotation only: the client needs no config at run time
+    from rayrlhf.config import RewardConfig
+
 RETRYABLE = (urllib.error.URLError, TimeoutError, ConnectionError)
+
+
+def check_token(token: str, source: str) -> str:
+    """``token`` stripped, or ValueError naming ``source`` (never the token) when unusable.
+
+    A header value must be visible ASCII without spaces (RFC 6750's token68 is narrower still);
+    refusing anything else here beats an encoding error deep inside urllib or aiohttp.
+    """
+    token = token.strip()
+    if not token:
+        raise ValueError(f"{source} is empty")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ValueError(f"{source} must hold one token of visible ASCII characters")
+    return token
+
+
+def read_token(file: str | None = None, env: str | None = None) -> str | None:
+    """The bearer token in ``file``, else in environment variable ``env``; None if neither is set.
+
+    ValueError (naming the file or variable, never its contents) when it cannot be read or used.
+    """
+    if file:
+        try:
+            with open(file, encoding="utf-8") as f:
+                return check_token(f.read(), f"token file {file}")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read token file {file}: {err.__class__.__name__}") from err
+    if env:
+        if env not in os.environ:
+            raise ValueError(f"environment variable {env} (the reward endpoint token) is not set")
+        return check_token(os.environ[env], f"environment variable {env}")
+    return None
 
 
 class HttpScorer:
@@ -35,16 +76,29 @@ class HttpScorer:
         timeout_s: float,
         retries: int,
         sleep: Callable[[float], None] = time.sleep,
+        token: str | None = None,
     ) -> None:
         self.url, self.batch_size = url, batch_size
         self.timeout_s, self.retries, self.sleep = timeout_s, retries, sleep
         self.requests = 0  # sent, retries included (for tests and metrics)
+        # Private and only ever put in a header: not in repr, errors or logs.
+        self._headers = {"Content-Type": "application/json"}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {check_token(token, 'the reward token')}"
+
+    @classmethod
+    def from_config(cls, config: RewardConfig) -> HttpScorer:
+        """The scorer for ``reward.url``, with the token of ``reward.url_token_file``/``_env``."""
+        assert config.url is not None
+        try:
+            token = read_token(config.url_token_file, config.url_token_env)
+        except ValueError as err:
+            raise RewardError(f"reward endpoint {config.url}: {err}") from err
+        return cls(config.url, config.batch_size, config.timeout_s, config.retries, token=token)
 
     def _post(self, body: dict) -> dict:
         data = json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url, data=data, headers={"Content-Type": "application/json"}, method="POST"
-        )
+        request = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
         self.requests += 1
         with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
             return json.loads(reply.read())

@@ -12,7 +12,9 @@ class ModelScorer:
     """Scores pairs with the reward model at ``path``, ``batch_size`` pairs per forward.
 
     The same code scores in a reward worker and behind ``rayrlhf serve-reward``, so a remote
-    reward model gives the rewards the in-process one gives.
+    reward model gives the rewards the in-process one gives. A folder without a trained score
+    head (a policy's, say) is refused with :class:`~rayrlhf.models.RewardModelError` rather
+    than scored by a random head.
     """
 
     def __init__(self, path: str, batch_size: int, device: str = "cpu") -> None:

@@ -44,7 +44,7 @@ class RewardWorker:
             self.score_fn: ScoreFn = import_function(config.function)
         elif config.url is not None:
             self.source = f"reward endpoint {config.url}"
-            self.http = HttpScorer(config.url, config.batch_size, config.timeout_s, config.retries)
+            self.http = HttpScorer.from_config(config)  # with its bearer token, if one is set
         else:
             self.source = f"reward model {config.model}"
             self.score_fn = ModelScorer(config.model, config.batch_size, device)

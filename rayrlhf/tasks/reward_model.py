@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rayrlhf import __version__
 from rayrlhf.algos.reward_losses import (
     binary_loss,
     pairwise_correct,
@@ -20,7 +21,11 @@ from rayrlhf.algos.reward_losses import (
 from rayrlhf.config import Config
 from rayrlhf.data.encode import limit_reward_prompts, reward_features
 from rayrlhf.data.tables import DataError
-from rayrlhf.models import load_reward_model, load_reward_tokenizer
+from rayrlhf.models import (
+    load_reward_model,
+    load_reward_tokenizer,
+    write_reward_model_marker,
+)
 from rayrlhf.tasks.base import load_split, naming_source
 
 
@@ -132,9 +137,23 @@ class RewardModelTask:
         return out
 
     def save_extras(self, path: str) -> None:
-        """The reward workers load the tokenizer from the model folder.
+        """The tokenizer and the trained-reward-model marker, beside the weights.
 
-        Its length limit is the one trained with, so PPO samples are cut as training pairs were.
+        The reward workers load the tokenizer from the model folder; its length limit is the one
+        trained with, so PPO samples are cut as training pairs were. The marker records what
+        trained the folder, so it can be told apart from a policy folder (which has no head).
         """
         self.tokenizer.model_max_length = self.cfg.max_tokens
         self.tokenizer.save_pretrained(path)
+        write_reward_model_marker(
+            path,
+            {
+                "trained_by": f"rayrlhf {__version__} reward_model stage",
+                "base_model": self.cfg.model,
+                "feedback": self.cfg.feedback,
+                "max_tokens": self.cfg.max_tokens,
+                "num_labels": 1,
+                "score_mean": self.mean,
+                "score_std": self.std,
+            },
+        )

@@ -138,3 +138,34 @@ def test_reward_worker_scores_through_the_endpoint(server) -> None:
         responses=["good", "no"],
     )
     assert worker.score(rollout).rewards.tolist() == [4.0, 2.0]
+
+
+def test_the_client_sends_the_token_of_reward_url_token_file_or_env(tmp_path, monkeypatch) -> None:
+    from rayrlhf.config import RewardConfig
+
+    (tmp_path / "token").write_text("s3cret\n")
+    monkeypatch.setenv("REWARD_TOKEN", "s3cret")
+    for base in _serve(make_app(FakeModel(), "fake", token="s3cret")):
+        url = base + "/score"
+        for where in (
+            {"url_token_file": str(tmp_path / "token")},
+            {"url_token_env": "REWARD_TOKEN"},
+        ):
+            scorer = HttpScorer.from_config(RewardConfig(url=url, **where))
+            assert scorer.score(["a"], ["p"], ["xy"]) == [2.0]
+        with pytest.raises(RewardError, match="HTTP 401"):
+            HttpScorer(url, batch_size=8, timeout_s=5, retries=0).score(["a"], ["p"], ["x"])
+        monkeypatch.delenv("REWARD_TOKEN")
+        with pytest.raises(RewardError, match="REWARD_TOKEN .* is not set"):
+            HttpScorer.from_config(RewardConfig(url=url, url_token_env="REWARD_TOKEN"))
+
+
+def test_token_options_need_reward_url_and_hold_no_token() -> None:
+    from rayrlhf.config import RewardConfig
+
+    with pytest.raises(ValueError, match="need reward.url"):
+        RewardConfig(function="m:f", url_token_env="REWARD_TOKEN")
+    with pytest.raises(ValueError, match="not both"):
+        RewardConfig(url="http://h/score", url_token_env="T", url_token_file="/t")
+    config = RewardConfig(url="http://h/score", url_token_file="/run/secrets/token")
+    assert config.model_dump()["url_token_file"] == "/run/secrets/token"  # a path, not a secret
