@@ -13,7 +13,10 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from rayrlhf.console import is_terminal
+
 CONSOLE_KEYS = ("reward/mean", "kl/mean", "loss/policy", "loss/value", "throughput/tokens_per_s")
+SAMPLE_CHARS = 100  # of the prompt and of the response on the console's sample line
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class LogPosition:
 class RunLogger:
     """Writes ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl`` and TensorBoard events.
 
-    Also owns the console: a progress bar over steps and one line of key metrics per step.
+    Also owns the console: a progress bar over steps and one line of key metrics per step. The
+    bar shows only on a terminal; in a redirected log the per-step lines alone tell the progress.
     """
 
     def __init__(
@@ -42,13 +46,18 @@ class RunLogger:
         position: LogPosition | None = None,
     ) -> None:
         """``position``: where the state the run starts from left the logs (a checkpoint's;
-        empty for a fresh start). Anything written after it is dropped first."""
+        empty for a fresh start). Anything written after it is dropped first.
+
+        ``progress``: show the bar, when stdout and stderr are both terminals: in a file its
+        carriage-return redraws pile up into one line of thousands of characters.
+        """
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.console_keys, self.desc = console_keys, desc
         position = position or LogPosition()
-        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
+        show = progress and is_terminal()
+        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not show)
         self._open(position)
 
     def _open(self, position: LogPosition) -> None:
@@ -115,9 +124,10 @@ class RunLogger:
         line = "  ".join(f"{k}={scalars[k]:.4g}" for k in self.console_keys if k in scalars)
         self.bar.write(f"{self.desc} step {step}: {line}")
         for sample in (samples or [])[:1]:
+            # Clipped: the console line is a glimpse; samples.jsonl holds the whole text.
             self.bar.write(
-                f"  sample {sample['sample_id']}: {sample['prompt']!r} → "
-                f"{sample['response']!r} (reward {sample['reward']:.3f})"
+                f"  sample {sample['sample_id']}: {_clip(sample['prompt'])} → "
+                f"{_clip(sample['response'])} (reward {sample['reward']:.3f})"
             )
         self.bar.set_postfix(
             {k: f"{scalars[k]:.3g}" for k in self.console_keys[:2] if k in scalars}
@@ -131,6 +141,12 @@ class RunLogger:
         self.tb.close()
         self.metrics_file.close()
         self.samples_file.close()
+
+
+def _clip(text: str, width: int = SAMPLE_CHARS) -> str:
+    """``repr`` of ``text`` cut to ``width`` characters (with "…"), kept on one line."""
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -302,15 +302,27 @@ def main(argv: list[str] | None = None) -> int:
     """``rayrlhf plot RUN_DIR [--out DIR]``: print each PNG written; 2 on a missing run/metrics."""
     parser = argparse.ArgumentParser(prog="rayrlhf plot", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run directory (plain PPO run or pipeline run)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="default: RUN_DIR/plots")
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="folder for the PNGs; default: RUN_DIR/plots"
+    )
     args = parser.parse_args(argv)
     if not Path(args.run_dir).is_dir():
         print(f"rayrlhf plot: no such run directory: {args.run_dir}", file=sys.stderr)
+        return 2
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        # --out names a folder of PNGs: a file there is refused, not overwritten or mkdir'd over.
+        print(
+            f"rayrlhf plot: --out {args.out} is a file; --out takes a folder for the PNGs",
+            file=sys.stderr,
+        )
         return 2
     try:
         paths = plot_run(args.run_dir, args.out)
     except FileNotFoundError as err:
         print(f"rayrlhf plot: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. --out under a file, or a folder it may not write to
+        print(f"rayrlhf plot: cannot write the PNGs to {args.out}: {err}", file=sys.stderr)
         return 2
     if not paths:
         print(f"rayrlhf plot: nothing to plot yet in {args.run_dir}", file=sys.stderr)

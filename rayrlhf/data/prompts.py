@@ -6,29 +6,47 @@ import random
 from pathlib import Path
 
 from rayrlhf.config import TableConfig
+from rayrlhf.data.readers import SUFFIXES
 from rayrlhf.data.tables import DataError, LoadReport, load_rows
 from rayrlhf.experience import PromptChunk
 
 __all__ = ["DataError", "LoadReport", "PromptSource", "load_prompts"]
 
 
+# The config keys behind load_prompts' arguments: its errors tell the user what to set.
+PATH_KEY, COLUMN_KEY = "data.prompts", "data.prompt_key"
+
+
 def load_prompts(
     path: str | Path, key: str, max_bad_fraction: float
 ) -> tuple[list[str], LoadReport]:
-    """Read prompts (field ``key`` of each row). Malformed rows are skipped and counted.
+    """Read ``data.prompts`` (field ``key`` of each row). Malformed rows are skipped and counted.
 
     A ``.jsonl`` path is JSONL whatever else; other names go by their extension (see
     :mod:`rayrlhf.data.tables`). Fails when no prompt is usable or more than
     ``max_bad_fraction`` of rows are malformed.
     """
+    _check_name(Path(path))
     spec = TableConfig(
         path=str(path),
         format="jsonl" if str(path).endswith(".jsonl") else "auto",
         columns={"prompt": key},
         max_bad_fraction=max_bad_fraction,
     )
-    rows, report = load_rows(spec, "prompts")
+    rows, report = load_rows(spec, "prompts", column_key=COLUMN_KEY)
     return [row["prompt"] for row in rows], report
+
+
+def _check_name(path: Path) -> None:
+    """``data.prompts`` is a bare path with no ``format`` key beside it (unlike a table
+    section): its format comes from the name alone, so an unknown ending is refused here with
+    advice a user can follow."""
+    if path.is_file() and path.suffix.lower() not in SUFFIXES:
+        raise DataError(
+            f"{PATH_KEY}: cannot tell the table format of {path} from its name; name it "
+            f"with one of {', '.join(SUFFIXES)}, or give a folder saved by datasets' "
+            "save_to_disk"
+        )
 
 
 class PromptSource:

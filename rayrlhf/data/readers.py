@@ -18,7 +18,8 @@ from typing import IO, Any
 
 from rayrlhf.config import TableConfig
 
-_SUFFIXES = {
+# File name endings ``format: auto`` reads, and as what (callers name them in their own hints).
+SUFFIXES = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".csv": "csv",
@@ -74,11 +75,11 @@ def _resolve_format(path: Path, fmt: str, what: str) -> str:
         raise DataError(f"cannot read {what} file {path}: No such file or directory")
     if path.is_dir():
         return "hf"
-    found = _SUFFIXES.get(path.suffix.lower())
+    found = SUFFIXES.get(path.suffix.lower())
     if found is None:
         raise DataError(
             f"{path}: cannot tell the table format from the name; set format to one of "
-            f"{', '.join(_FORMATS)} (auto knows {', '.join(_SUFFIXES)} and folders = hf)"
+            f"{', '.join(_FORMATS)} (auto knows {', '.join(SUFFIXES)} and folders = hf)"
         )
     return found
 

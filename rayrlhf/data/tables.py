@@ -52,12 +52,17 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {"pairwise": ("tie",)}
 _TEXT = frozenset({"prompt", "response", "chosen", "rejected"})
 
 
-def load_rows(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
+def load_rows(
+    spec: TableConfig, kind: str, column_key: str | None = None
+) -> tuple[list[dict], LoadReport]:
     """Read ``spec``, map its columns to ours, and keep the rows valid for ``kind``.
 
     Returns the clean rows (our column names, plus ``row``) and a :class:`LoadReport`. Raises
     :class:`DataError` when the file cannot be read, no row is usable, or more than
     ``spec.max_bad_fraction`` of the rows read are malformed.
+
+    ``column_key``: the config key a user sets to name the file's column, for a table that is
+    not a config table section (``data.prompt_key``); by default errors point at ``columns``.
     """
     if kind not in ROW_KINDS:
         raise ValueError(f"unknown row kind {kind!r}; expected one of {list(ROW_KINDS)}")
@@ -65,7 +70,7 @@ def load_rows(spec: TableConfig, kind: str) -> tuple[list[dict], LoadReport]:
         return _load_argilla(spec, kind)
     names = _column_names(spec, kind)
     opened = open_table(spec, kind)
-    _check_header(spec, kind, names, opened.columns)
+    _check_header(spec, kind, names, opened.columns, column_key)
     rows: list[dict] = []
     report = LoadReport()
     for number, record, problem in opened.records:
@@ -115,18 +120,31 @@ def _column_names(spec: TableConfig, kind: str) -> dict[str, str]:
 
 
 def _check_header(
-    spec: TableConfig, kind: str, names: dict[str, str], columns: list[str] | None
+    spec: TableConfig,
+    kind: str,
+    names: dict[str, str],
+    columns: list[str] | None,
+    column_key: str | None = None,
 ) -> None:
-    """Fail once, naming the file's columns, rather than once per row for an absent column."""
+    """Fail once, naming the file's columns, rather than once per row for an absent column.
+
+    The advice names a key the user can set: ``column_key`` where given, else the table
+    section's ``columns`` mapping.
+    """
     if not columns:
         return
     for ours in ROW_KINDS[kind]:
         theirs = names[ours]
         if theirs not in columns:
             hint = f" (our {ours!r})" if theirs != ours else ""
+            fix = (
+                f"set {column_key}: <file's column>"
+                if column_key
+                else f"map names with columns: {{{ours}: <file's column>}}"
+            )
             raise DataError(
                 f"{spec.path}: no column {theirs!r}{hint} for {kind} rows; the file has "
-                f"{columns}; map names with columns: {{{ours}: <file's column>}}"
+                f"{columns}; {fix}"
             )
 
 

@@ -1,18 +1,58 @@
-"""The pipeline's closing report: what each stage achieved, in a few lines a person reads."""
+"""The closing report of ``rayrlhf pipeline`` and ``rayrlhf train``: what each stage achieved and
+where the trained model is, in a few lines a person reads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+# How the report names each online algorithm (algorithm.name), as the papers spell them.
+ALGORITHM_TITLES = {
+    "ppo": "PPO",
+    "grpo": "GRPO",
+    "dr_grpo": "Dr. GRPO",
+    "dapo": "DAPO",
+    "rloo": "RLOO",
+    "reinforce_pp": "REINFORCE++",
+}
+STAGE_TITLES = {"sft": "SFT", "reward_model": "reward model", "dpo": "DPO", "ilql": "ILQL"}
+
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, int | float) else "n/a"
 
 
-def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
-    """Held-out figures per stage, and before/after examples of the PPO policy."""
-    lines = [f"=== RLHF pipeline: {run_dir} ==="]
+def stage_title(stage: str, summary: dict[str, Any]) -> str:
+    """A stage as a person calls it; the online stage ("ppo") by the algorithm that ran."""
+    if stage == "ppo":
+        name = str(summary.get("algorithm", "ppo"))
+        return ALGORITHM_TITLES.get(name, name.upper())
+    return STAGE_TITLES.get(stage, stage)
+
+
+def trained_stage(summaries: dict[str, dict[str, Any]]) -> str:
+    """The stage whose model is the result: the last one (the pipeline's third, or train's)."""
+    return next((s for s in ("dpo", "ilql", "ppo") if s in summaries), "ppo")
+
+
+def format_summary(
+    summaries: dict[str, dict[str, Any]], run_dir: Path, pipeline: bool = True
+) -> str:
+    """Held-out figures per stage, before/after examples of the trained policy, and where it
+    was saved.
+
+    ``pipeline``: the stages ran in ``run_dir/<stage>/`` (``rayrlhf pipeline``); False: one
+    online run straight in ``run_dir`` (``rayrlhf train``), which is what the heading names.
+    """
+    last = trained_stage(summaries)
+    title = stage_title(last, summaries.get(last, {}))
+    if pipeline:
+        ran = " → ".join(stage_title(s, summaries[s]) for s in summaries)
+        lines = [f"=== RLHF pipeline ({ran}): {run_dir} ==="]
+        model_dir = run_dir / last / "model"
+    else:
+        lines = [f"=== {title} run: {run_dir} ==="]
+        model_dir = run_dir / "model"
     sft = summaries.get("sft")
     if sft:
         lines.append(
@@ -46,7 +86,7 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
         )
     else:
         third = summaries.get("ppo", {})
-        label = f"{third.get('algorithm', 'ppo').upper():<14}"  # the online stage's algorithm
+        label = f"{title:<14}"  # the online stage's algorithm
         trained = f"{_fmt(third.get('train/kl_last'))} (last training step); "
         trained += f"{int(third['steps'])} steps" if "steps" in third else ""
     evals = third.get("eval")
@@ -72,4 +112,5 @@ def format_summary(summaries: dict[str, dict[str, Any]], run_dir: Path) -> str:
             f"{label}training reward {_fmt(third.get('train/reward_first'))} → "
             f"{_fmt(third.get('train/reward_last'))}, KL {_fmt(third.get('train/kl_last'))}"
         )
+    lines.append(f"{'Model':<14}{title} policy saved in {model_dir}")
     return "\n".join(lines)

@@ -167,3 +167,14 @@ def test_main_directory_without_metrics_exits_2(tmp_path: Path, capsys) -> None:
     assert f"no metrics.jsonl in {tmp_path}" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         plot_run(tmp_path)
+
+
+def test_main_out_onto_a_file_exits_2_in_one_line(tmp_path: Path, capsys) -> None:
+    _write_jsonl(tmp_path / "run" / "metrics.jsonl", _ppo_rows(8))
+    taken = tmp_path / "curves.png"
+    taken.write_bytes(b"not ours")
+    for out in (taken, taken / "sub"):  # the file itself, and a folder that would be under it
+        assert main([str(tmp_path / "run"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("rayrlhf plot: ") and str(out) in err
+    assert taken.read_bytes() == b"not ours"
