@@ -63,8 +63,18 @@ def root_cause(err: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else err
 
 
+def failed_to_start(err: BaseException) -> bool:
+    """True when an actor died because building it from its config raised (its ``__init__``):
+    an error of the work, which a replacement built from the same config would raise again."""
+    return any(
+        isinstance(e, rex.RayActorError) and e.actor_init_failed for e in (err, root_cause(err))
+    )
+
+
 def is_lost(err: BaseException) -> bool:
     """True when ``err`` means a lost worker or object (retry), False for errors of the work."""
+    if failed_to_start(err):
+        return False
     return isinstance(err, WORKER_LOST + OBJECT_LOST + (PhaseTimeout,)) or isinstance(
         root_cause(err), WORKER_LOST + OBJECT_LOST
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+import types
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 def _expand_path(value: str | None) -> str | None:
@@ -30,6 +32,28 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names each bad field's dotted path."""
 
 
+def _is_number(annotation: Any) -> bool:
+    """Whether a field's type is int or float (or an optional one)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_number(a) for a in typing.get_args(annotation) if a is not type(None))
+    return False
+
+
 class _Section(BaseModel):
     # extra="forbid": a misspelt key is an error, not a silently ignored knob.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads yes/no, on/off and true/false as booleans, and pydantic would take True
+        # for 1: `--set run.num_steps=yes` must not become a 1-step run.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+            raise ValueError(
+                "a number is needed, not a boolean (YAML reads yes/no, on/off and true/false "
+                "as booleans)"
+            )
+        return value

@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from rayrlhf.config.base import ConfigError
+from rayrlhf.config.file_paths import resolve_file_paths
 from rayrlhf.config.tree import Config
 
 
@@ -21,7 +22,23 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if not all(path):
         raise ConfigError(f"override {item!r} has an empty key")
-    return path, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return path, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {_yaml_place(item, err)}") from None
+
+
+def _yaml_place(where: str | Path, err: yaml.YAMLError) -> str:
+    """``WHERE, line L, column C: what YAML found`` (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return f"{where}: YAML error: {problem}"
+    text = f"{where}, line {mark.line + 1}, column {mark.column + 1}: YAML error: {problem}"
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start is not None:  # where the unclosed thing began
+        text += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+    return text
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -83,10 +100,14 @@ def read_tree(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    loaded = yaml.safe_load(text) or {}
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {_yaml_place(path, err)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config {path} must hold a mapping at top level")
     include = loaded.pop("include", None)
+    resolve_file_paths(loaded, Config, path.parent)
     if include is None:
         return loaded
     if not isinstance(include, str):
@@ -120,7 +141,9 @@ def check_local_paths(config: Config) -> None:
         "data.prompts": config.data.prompts,
         "eval.prompts.path": config.eval.prompts and config.eval.prompts.path,
     }
-    for name in ("sft", "reward_model"):
+    # Every stage's tables, the third (DPO, ILQL) too: found now, not after SFT and the reward
+    # model have trained.
+    for name in ("sft", "reward_model", "dpo", "ilql"):
         stage = getattr(config, name)
         if stage is not None:
             fields[f"{name}.data.path"] = stage.data.path

@@ -97,8 +97,13 @@ def stage_tree(tree: dict[str, Any], stage: str) -> dict[str, Any]:
     return {k: v for k, v in tree.items() if k not in ("sft", "reward_model")}
 
 
+def decided_fields(part: dict[str, Any]) -> dict[str, Any]:
+    """``{dotted.path: value}`` of the fields of ``part`` that decide a result."""
+    return {p: v for p, v in flatten(part).items() if not is_execution(p)}
+
+
 def fingerprint(part: dict[str, Any], *extra: Any) -> str:
     """A short hash of the fields of ``part`` that decide a result (and of ``extra``)."""
-    decided = {p: v for p, v in flatten(part).items() if not is_execution(p)}
+    decided = decided_fields(part)
     text = json.dumps([sorted(decided.items()), *extra], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

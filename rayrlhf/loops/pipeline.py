@@ -20,7 +20,6 @@ again, and PPO runs again from scratch whenever a stage it reads from ran again.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,10 +28,12 @@ from typing import Any
 import yaml
 
 from rayrlhf.checkpoint import POINTER
-from rayrlhf.config import Config, ConfigError, from_dict, to_dict
+from rayrlhf.config import Config, from_dict, to_dict
 from rayrlhf.config.results import fingerprint, stage_tree
 from rayrlhf.controller.heldout import mean_std_stderr
 from rayrlhf.data.tables import load_rows
+from rayrlhf.loops.done import DONE, finished_record, mark_done
+from rayrlhf.resume import data_digests
 
 OFFLINE = ("dpo", "ilql")  # third steps that learn from feedback rows, without rollouts
 
@@ -69,49 +70,35 @@ def third_stage_config(config: Config, run_dir: Path) -> Config:
     return from_dict(tree)
 
 
-def _file_stamps(tree: Any) -> list[tuple[str, int, int]]:
-    """(path, size, mtime) of every data file the config names: regenerated data is new data."""
-    found: list[tuple[str, int, int]] = []
-    if isinstance(tree, dict):
-        for value in tree.values():
-            found += _file_stamps(value)
-    elif isinstance(tree, str) and os.path.isfile(tree):
-        stat = os.stat(tree)
-        found.append((tree, stat.st_size, stat.st_mtime_ns))
-    return found
+def stage_parts(config: Config) -> dict[str, dict[str, Any]]:
+    """Per stage, the part of the config tree that decides its result (the third stage: what it
+    trains and evaluates, everything but the upstream stages)."""
+    tree = to_dict(config)
+    parts = {s: stage_tree(tree, s) for s in ("sft", "reward_model") if getattr(config, s)}
+    parts[third_stage(config)] = stage_tree(tree, "ppo")
+    return parts
 
 
 def fingerprints(config: Config) -> dict[str, str]:
     """A hash per stage of everything that decides its result (upstream stages included), by
-    :mod:`rayrlhf.config.results`' rule."""
-    tree = to_dict(config)
+    :mod:`rayrlhf.config.results`' rule; data files by their contents, not their paths."""
     out: dict[str, str] = {}
-    for stage in ("sft", "reward_model"):
-        if getattr(config, stage) is not None:
-            part = stage_tree(tree, stage)
-            out[stage] = fingerprint(part, _file_stamps(part))
-    third = stage_tree(tree, "ppo")  # what the third stage trains and evaluates
-    upstream = [out.get("sft"), out.get("reward_model")]
-    out[third_stage(config)] = fingerprint(third, *upstream, _file_stamps(third))
+    for stage, part in stage_parts(config).items():
+        upstream = [out[s] for s in ("sft", "reward_model") if s in out and s != stage]
+        out[stage] = fingerprint(part, *upstream, data_digests(part))
     return out
 
 
-def finished(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+def finished(stage_dir: Path, fingerprint: str, part: dict[str, Any] | None = None) -> Any:
     """The stage's recorded summary if it finished with this fingerprint; None if not run.
 
-    Raises :class:`ConfigError` when it finished with another config, and clears a stage
-    folder that has no ``done.json`` (a run that died part-way) so it restarts cleanly.
+    Raises :class:`ConfigError` when it finished with another config (naming the changed
+    fields of ``part``), and clears a stage folder that has no ``done.json`` (a run that died
+    part-way) so it restarts cleanly.
     """
-    done = stage_dir / "done.json"
-    if done.exists():
-        record = json.loads(done.read_text())
-        if record["fingerprint"] != fingerprint:
-            raise ConfigError(
-                f"stage {stage_dir.name} in {stage_dir.parent} finished with a different config "
-                f"(fingerprint {record['fingerprint']}, now {fingerprint}); delete {stage_dir} "
-                "to redo it, or choose another run.name"
-            )
-        return record["summary"]
+    record = finished_record(stage_dir, fingerprint, part or {}, f"stage {stage_dir.name}")
+    if record is not None:
+        return record
     if (stage_dir / "checkpoints" / POINTER).exists():
         print(f"[pipeline] {stage_dir.name}: unfinished earlier run, resuming it")
     elif stage_dir.exists():
@@ -120,12 +107,24 @@ def finished(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     return None
 
 
-def mark_done(stage_dir: Path, fingerprint: str, summary: dict[str, Any], seconds: float) -> None:
-    """Write ``done.json`` last and atomically: its presence means the stage is complete."""
-    record = {"fingerprint": fingerprint, "seconds": seconds, "summary": summary}
-    tmp = stage_dir / "done.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(stage_dir / "done.json")
+def run_train(config: Config, run_dir: Path) -> tuple[dict[str, Any], bool]:
+    """``rayrlhf train``: the online stage in ``run_dir``, unless it finished there already.
+
+    Returns the summary and whether it was recorded earlier: a finished run is reported and
+    left as it was (byte for byte); one finished with another config is refused (ConfigError,
+    before Ray starts); ``run.resume=never`` starts it over.
+    """
+    fingerprint, part = fingerprints(config)["ppo"], stage_parts(config)["ppo"]
+    if config.run.resume == "never":
+        (run_dir / DONE).unlink(missing_ok=True)
+    else:
+        summary = finished_record(run_dir, fingerprint, part, f"run {config.run.name}")
+        if summary is not None:
+            return summary, True
+    start = time.monotonic()
+    summary = run_online_stage(config, run_dir)
+    mark_done(run_dir, fingerprint, summary, time.monotonic() - start, part)
+    return summary, False
 
 
 def run_online_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
@@ -228,10 +227,13 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
     from rayrlhf.loops.supervised import run_supervised_stage
 
     run_dir = run_dir_of(config)
-    prints = fingerprints(config)
+    prints, parts = fingerprints(config), stage_parts(config)
     stages = stage_names(config)
     third = stages[-1]
-    done = {stage: finished(run_dir / stage, prints[stage]) for stage in stages}
+    if config.run.resume == "never":  # starting over is this explicit choice, never a default
+        for stage in stages:
+            shutil.rmtree(run_dir / stage, ignore_errors=True)
+    done = {stage: finished(run_dir / stage, prints[stage], parts[stage]) for stage in stages}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     summaries: dict[str, dict[str, Any]] = {}
@@ -255,7 +257,7 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
             summary = run_offline_stage(third_stage_config(config, run_dir), stage, stage_dir)
         else:
             summary = run_supervised_stage(config, stage, stage_dir)
-        mark_done(stage_dir, prints[stage], summary, time.monotonic() - start)
+        mark_done(stage_dir, prints[stage], summary, time.monotonic() - start, parts[stage])
         # A finished stage is never resumed (its model folder is what later stages read):
         # its checkpoints, gigabytes for a real model, go.
         shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)

@@ -1,0 +1,62 @@
+"""What the CLI checks before Ray starts, beyond the config's own validation: every check here
+costs seconds and no actor, and fails with the dotted field and what is wrong (exit 2).
+
+- every model and data path exists (the third stage's tables too);
+- ``reward.function`` imports and names a callable;
+- an online stage with fewer usable prompts than ``rollout.prompts_per_step`` repeats prompts
+  within a step: allowed (tiny tests do it on purpose), with a one-line warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from rayrlhf.config import Config, ConfigError, check_local_paths
+
+
+def check_reward_function(spec: str) -> None:
+    """Import ``module:attribute`` as a reward worker will; ConfigError naming what is wrong."""
+    module_name, _, attr = spec.partition(":")
+    # A reward worker starts in the run's working directory: so does this lookup.
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # the module's own import errors are the user's to see
+        raise ConfigError(
+            f"invalid config:\n  reward.function: cannot import module {module_name!r} "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    if not hasattr(module, attr):
+        raise ConfigError(
+            f"invalid config:\n  reward.function: module {module_name!r} has no attribute {attr!r}"
+        )
+    if not callable(getattr(module, attr)):
+        raise ConfigError(f"invalid config:\n  reward.function: {spec} is not callable")
+
+
+def prompt_count_warning(config: Config) -> str | None:
+    """A warning when a step is larger than the prompts file (each step would repeat prompts
+    within itself); None when it is not."""
+    from rayrlhf.data.prompts import load_prompts
+
+    d, wanted = config.data, config.rollout.prompts_per_step
+    prompts, _ = load_prompts(d.prompts, d.prompt_key, d.max_bad_fraction)
+    if len(prompts) >= wanted:
+        return None
+    return (
+        f"warning: rollout.prompts_per_step is {wanted} but data.prompts ({d.prompts}) has "
+        f"{len(prompts)} usable prompts: each step repeats prompts within itself"
+    )
+
+
+def check_before_start(config: Config, online: bool) -> list[str]:
+    """Every check of this module (ConfigError on the first that fails); returns the warnings.
+    ``online``: the run has an online (PPO-family) stage."""
+    check_local_paths(config)
+    if config.reward.function is not None:
+        check_reward_function(config.reward.function)
+    warning = prompt_count_warning(config) if online else None
+    return [warning] if warning else []
