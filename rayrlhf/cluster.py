@@ -21,6 +21,7 @@ from rayrlhf.buffer import Shard
 from rayrlhf.config import Config, EngineConfig
 from rayrlhf.control import TrainerControl
 from rayrlhf.faults import LearnerLost, is_lost, one_line, wait_all
+from rayrlhf.local_ray import start_local
 from rayrlhf.roles.learner import Learner
 
 NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
@@ -54,14 +55,8 @@ def ensure_ray(config: Config) -> None:
         + config.reference.num_workers * config.reference.num_cpus
         + config.learner.num_ranks * config.learner.num_cpus
     )
-    # The dashboard stays on (bound to loopback) so `ray list actors` can inspect the run.
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, 2 * int(needed) + 1, 16),
-        dashboard_host="127.0.0.1",
-        namespace=NAMESPACE,
-        # Each actor process quiets the libraries as the CLI does (nothing does at import).
-        runtime_env={"worker_process_setup_hook": "rayrlhf.log_setup.quiet_libraries"},
-    )
+    # The dashboard stays on (on loopback, as every listener) so `ray list actors` can inspect.
+    start_local(max(os.cpu_count() or 1, 2 * int(needed) + 1, 16), NAMESPACE)
 
 
 def _with_receipts(cls: type, method: str) -> type:
