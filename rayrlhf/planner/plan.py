@@ -4,15 +4,18 @@ The plan follows what rayrlhf runs: every role is a long-lived Ray actor, so the
 states, the rollout workers' weights + KV cache and the reference / reward models are resident at
 the same time (nothing is swapped out between phases). One learner rank or one rollout worker
 per GPU; the GPUs left over hold the reference and reward workers (half each, or both on one GPU
-with ``num_gpus: 0.5`` when one is left). Figures are bytes; see :mod:`rayrlhf.planner.memory`.
+with ``num_gpus: 0.5`` when one is left). One- and two-GPU machines share a GPU between roles
+through fractional ``num_gpus`` (:mod:`rayrlhf.planner.shared`). Figures are bytes; see
+:mod:`rayrlhf.planner.memory`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rayrlhf.planner import memory as m
+from rayrlhf.planner import shared as sh
 from rayrlhf.planner.shapes import ModelShape
 
 
@@ -49,7 +52,8 @@ class Workload:
 class Placement:
     """GPUs per role; ``shared``: reference and reward share one GPU (0.5 each); ``spread``: the
     learner ranks are spread evenly over the nodes (``learner.placement: spread``) instead of
-    packed onto the first ones."""
+    packed onto the first ones; ``colocated``: the roles sharing one GPU with fractional
+    ``num_gpus`` on a one- or two-GPU machine (the counts are then one process per role)."""
 
     learner: int
     rollout: int
@@ -57,9 +61,25 @@ class Placement:
     reward: int
     shared: bool = False
     spread: bool = False
+    colocated: tuple[str, ...] = ()
+
+    @property
+    def learner_shares(self) -> bool:
+        """Whether the learner rank shares its GPU with other roles (a one-GPU machine)."""
+        return "learner" in self.colocated
+
+    def num_gpus(self) -> dict[str, float]:
+        """Ray's ``num_gpus`` per role of a co-located placement (empty for whole GPUs)."""
+        if not self.colocated:
+            return {}
+        whole = {} if self.learner_shares else {"learner": 1.0}
+        return whole | sh.fractions(self.colocated)
 
     def roles_on_node0(self, cluster: Cluster) -> list[str]:
         """The roles of node 0's GPUs (the busiest node: learner rank 0 and weight sync)."""
+        if self.colocated:  # one process per role: the learner's GPU 0, and GPU 1 if on node 0
+            beside = self.learner_shares or cluster.gpus_per_node > 1
+            return ["learner"] + [r for r in self.colocated if r != "learner" and beside]
         other = ["reference+reward"] if self.shared else ["reference"] * self.reference
         other += [] if self.shared else ["reward"] * self.reward
         n = cluster.gpus_per_node
@@ -71,8 +91,15 @@ class Placement:
 def place(
     cluster: Cluster, learner: int, rollout: int, reward_model: bool, spread: bool = False
 ) -> Placement:
-    """Split the cluster's GPUs; raises ValueError when a role gets none."""
+    """Split the cluster's GPUs; raises ValueError when a role gets none.
+
+    One learner rank and one rollout worker on a one- or two-GPU machine share GPUs instead
+    (fractional ``num_gpus``, :mod:`rayrlhf.planner.shared`).
+    """
     left = cluster.gpus - learner - rollout
+    if left < 1 and learner == rollout == 1 and cluster.gpus in (1, 2):
+        roles = sh.colocated_roles(cluster.gpus, reward_model)
+        return Placement(1, 1, 1, int(reward_model), spread=spread, colocated=roles)
     if learner < 1 or rollout < 1 or left < 1:
         raise ValueError(
             f"{cluster.gpus} GPUs cannot hold {learner} learner + {rollout} rollout GPUs and "
@@ -289,11 +316,17 @@ def options(stages: list[int]) -> list[tuple[int, str]]:
     return out
 
 
-def preferred(rows: list[LearnerRow], cluster: Cluster, others_fit: bool) -> list[tuple]:
-    """Fitting (row, checkpointing) pairs, fastest first: least offload, no recompute, low stage."""
+def preferred(
+    rows: list[LearnerRow], cluster: Cluster, others_fit: bool, gpu_bytes: float | None = None
+) -> list[tuple]:
+    """Fitting (row, checkpointing) pairs, fastest first: least offload, no recompute, low stage.
+
+    ``gpu_bytes``: the learner rank's budget (default: the whole GPU; less on a shared one).
+    """
     if not others_fit:
         return []
-    gpu, cpu = cluster.gpu_mem_gib * m.GIB, cluster.cpu_mem_gib * m.GIB
+    gpu = cluster.gpu_mem_gib * m.GIB if gpu_bytes is None else gpu_bytes
+    cpu = cluster.cpu_mem_gib * m.GIB
     fits = [(r, ck) for r in rows for ck in (False, True) if r.fits(ck, gpu, cpu)]
     return sorted(fits, key=lambda x: (m.OFFLOADS.index(x[0].offload), x[1], x[0].stage))
 
@@ -306,15 +339,32 @@ def plan(
     plc: Placement,
     stages: list[int],
 ) -> dict[str, Any]:
-    """Learner rows for every choice, the other GPUs, and the fitting choices, preferred first."""
+    """Learner rows for every choice, the other GPUs, and the fitting choices, preferred first.
+
+    ``learner_budget``: the bytes a learner rank may use (the GPU, less what co-located roles
+    hold); ``shared``: the shared GPU of a co-located placement (None otherwise).
+    """
     rows = [learner_row(shape, reward, cluster, work, plc, st, off) for st, off in options(stages)]
-    others = other_gpus(shape, reward, work, plc, int(cluster.gpu_mem_gib * m.GIB))
-    others_fit = all(gpu_fits(v, int(cluster.gpu_mem_gib * m.GIB)) for v in others.values())
+    gpu = int(cluster.gpu_mem_gib * m.GIB)
+    others = other_gpus(shape, reward, work, plc, gpu)
+    others_fit = all(gpu_fits(v, gpu) for v in others.values())
+    budget: float = cluster.gpu_mem_gib * m.GIB
+    shared = None
+    if plc.colocated:
+        need = min((max(min(r.total.values()), r.init_peak) for r in rows), default=0)
+        # What vLLM needs at the least: weights and one batch (Hugging Face generate's sizing).
+        hf = rollout_gpu(shape, replace(work, vllm_memory=None), gpu)
+        shared = sh.shared_gpu(others, plc.colocated, gpu, need, work.vllm_memory, sum(hf.values()))
+        others_fit = others_fit and shared["free"] >= 0  # co-located processes add up
+        if shared["learner_budget"] is not None:
+            budget = shared["learner_budget"]
     return {
         "rows": rows,
         "others": others,
         "others_fit": others_fit,
-        "fitting": preferred(rows, cluster, others_fit),
+        "fitting": preferred(rows, cluster, others_fit, budget),
+        "learner_budget": budget,
+        "shared": shared,
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from rayrlhf.algos.algorithms import ALGORITHMS
 from rayrlhf.planner import memory as m
+from rayrlhf.planner import shared as sh
 from rayrlhf.planner.plan import (
     Cluster,
     LearnerRow,
@@ -21,6 +22,7 @@ from rayrlhf.planner.plan import (
     search,
 )
 from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of, without_critic
+from rayrlhf.planner.shared_report import shared_table, shared_why
 
 COLS = ("weights16", "grads16", "optim", "grad32", "live", "buffers")
 HEAD = ("w16", "g16", "optim", "g32", "live", "buf")
@@ -35,13 +37,18 @@ def _name(row: LearnerRow, ck: bool | None = None) -> str:
     return s if ck is None else s + (" +ckpt" if ck else "")
 
 
-def _why(row: LearnerRow, ck: bool, cl: Cluster) -> str:
-    gpu, cpu = cl.gpu_mem_gib * m.GIB, cl.cpu_mem_gib * m.GIB
+def _why(row: LearnerRow, ck: bool, cl: Cluster, gpu: float, left: bool = False) -> str:
+    """What a learner choice is over: ``gpu`` is the learner rank's budget in bytes, ``left``
+    whether that is what co-located roles leave of the GPU (one GPU) rather than all of it."""
+    cpu = cl.cpu_mem_gib * m.GIB
+    unit = " GiB" if left else " GiB/GPU"
     why = []
     if row.total[ck] > gpu:
-        why.append(f"{row.total[ck] / m.GIB:.0f} GiB/GPU")
+        why.append(f"{row.total[ck] / m.GIB:.0f}{unit}")
     if row.init_peak > gpu:
-        why.append(f"start-up {row.init_peak / m.GIB:.0f} GiB/GPU")
+        why.append(f"start-up {row.init_peak / m.GIB:.0f}{unit}")
+    if left and why:
+        why[-1] += f" of {gpu / m.GIB:.1f} left"
     if row.cpu_node > cpu:
         why.append(f"{row.cpu_node / m.GIB:.0f} GiB CPU")
     return ", ".join(why)
@@ -56,12 +63,17 @@ def learner_table(p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placem
             if shape.value_params
             else "no value model (critic-free)"
         )
-        + "), GiB per GPU; fit = steady, start-up and CPU",
+        + "), GiB per GPU; fit = steady, start-up and CPU"
+        + (
+            f" (within the {p['learner_budget'] / m.GIB:.1f} GiB the roles sharing GPU 0 leave)"
+            if plc.learner_shares
+            else ""
+        ),
         f"{'configuration':36}"
         + "".join(f"{h:>7}" for h in HEAD)
         + f"{'act':>7}{'ovh':>7}{'total':>7}{'start':>7}{'CPU/nd':>7}  fit",
     ]
-    gpu, cpu = cl.gpu_mem_gib * m.GIB, cl.cpu_mem_gib * m.GIB
+    gpu, cpu = p["learner_budget"], cl.cpu_mem_gib * m.GIB
     for row in p["rows"]:
         for ck in (False, True):
             used = sum(row.states.values()) + row.activations[ck]
@@ -80,7 +92,9 @@ def learner_table(p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placem
 
 
 def others_table(p: dict[str, Any], cl: Cluster, plc: Placement) -> str:
-    """One line per non-learner GPU kind."""
+    """One line per non-learner GPU kind (the shared GPU's roles on a one- or two-GPU machine)."""
+    if plc.colocated:
+        return shared_table(p, cl, plc)
     count = {
         "rollout": plc.rollout,
         "reference": plc.reference,
@@ -105,16 +119,32 @@ def verdict(
         f"rollout on {plc.rollout} GPU(s), reference on {plc.reference}, reward on "
         f"{plc.reward}" + (" (sharing one GPU, 0.5 each)" if plc.shared else "")
     )
+    shared = p["shared"]
+    left = ""  # on one GPU: the learner's budget, beside its figures
+    if shared is not None:
+        others = ", ".join(r for r in plc.colocated if r != "learner")
+        if plc.learner_shares:
+            left = f", of the {p['learner_budget'] / m.GIB:.1f} GiB left"
+            roles = f"{others} beside it on GPU 0 using {sh.sum_line(shared)} GiB"
+        else:
+            roles = f"{others} sharing GPU 1 using {sh.sum_line(shared)} of {cl.gpu_mem_gib:g} GiB"
     if p["fitting"]:
         row, ck = p["fitting"][0]
+        where = f"on {plc.learner} GPUs{' spread over the nodes' if plc.spread else ''}"
+        if shared is not None:
+            where = "rank on GPU 0" if plc.learner_shares else "rank alone on GPU 0"
         lines.append(
             f"VERDICT: {shape.name} ({shape.params / 1e9:.2f}B) trains with PPO on {hw} with "
-            f"{_name(row)}, gradient checkpointing {'on' if ck else 'off'}: learner on "
-            f"{plc.learner} GPUs{' spread over the nodes' if plc.spread else ''} "
+            f"{_name(row)}, gradient checkpointing {'on' if ck else 'off'}: learner {where} "
             f"({row.total[ck] / m.GIB:.1f} GiB/GPU, start-up "
-            f"{row.init_peak / m.GIB:.1f}), {roles}; CPU RAM on node 0 "
+            f"{row.init_peak / m.GIB:.1f}{left}), {roles}; CPU RAM on node 0 "
             f"{row.cpu_node / m.GIB:.0f} of {cl.cpu_mem_gib:g} GiB."
         )
+        if shared is not None:
+            lines.append(
+                f"  Set {sh.settings(plc.num_gpus())} (Ray's fractional GPUs: they only place the "
+                "roles; the memory is the plan's)."
+            )
         if row.offload != "none":
             lines.append("  Only fits with CPU offload: no configuration without offload fits.")
         also = [_name(r, c) for r, c in p["fitting"][1:]]
@@ -123,7 +153,9 @@ def verdict(
             lines.append("  Also fits: " + "; ".join(also[:4]) + more)
     else:
         lines.append(f"VERDICT: {shape.name} does NOT fit on {hw} with this placement ({roles}).")
-        if not p["others_fit"]:
+        if shared is not None:
+            lines += shared_why(p, cl, plc)
+        elif not p["others_fit"]:
             lines.append("  A rollout/reference/reward GPU is over its memory (table above).")
         if alt is not None:
             aplc, (arow, ack) = alt
@@ -131,12 +163,18 @@ def verdict(
                 f"  Fits instead with --learner-gpus {aplc.learner} --rollout-gpus "
                 f"{aplc.rollout}: {_name(arow, ack)} ({arow.total[ack] / m.GIB:.1f} GiB/GPU)."
             )
+    flag = sh.vllm_flag(shared)
+    if flag:
+        lines.append(flag)
     fitting = {(r.stage, r.offload) for r, _ in p["fitting"]}
-    bad = [
-        f"{_name(r)} ({_why(r, True, cl)})"
-        for r in p["rows"]
-        if (r.stage, r.offload) not in fitting
-    ]
+    budget, left = p["learner_budget"], plc.learner_shares
+    over = [(r, _why(r, True, cl, budget, left)) for r in p["rows"]]
+    over = [(r, why) for r, why in over if (r.stage, r.offload) not in fitting]
+    if shared is not None:
+        # On a shared GPU: nothing to list when the others leave nothing, and a choice that fits
+        # its own GPU (2 GPUs, the shared one over) has no reason of its own to print.
+        over = [] if shared["free"] < 0 else [(r, why) for r, why in over if why]
+    bad = [f"{_name(r)} ({why})" for r, why in over]
     if bad:
         lines.append("  Does not fit even with checkpointing: " + "; ".join(bad))
     return lines
@@ -152,7 +190,7 @@ def to_json(
     lines: list[str],
 ) -> dict[str, Any]:
     """The whole plan as plain data (GiB)."""
-    gpu, cpu = cl.gpu_mem_gib * m.GIB, cl.cpu_mem_gib * m.GIB
+    gpu, cpu = p["learner_budget"], cl.cpu_mem_gib * m.GIB
     rows = []
     for r in p["rows"]:
         d = r.as_dict()
@@ -178,6 +216,10 @@ def to_json(
         "other_gpus": {k: {n: v / m.GIB for n, v in d.items()} for k, d in p["others"].items()},
         "best": best,
         "verdict": lines,
+        # One- and two-GPU machines: Ray's fractional num_gpus per role and the shared GPU.
+        "num_gpus": plc.num_gpus() or None,
+        "learner_budget_gib": p["learner_budget"] / m.GIB,
+        "shared_gpu": sh.as_json(p["shared"]),
     }
 
 
@@ -263,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         lrn = args.learner_gpus if args.learner_gpus is not None else max(1, cl.gpus // 2)
         ro = args.rollout_gpus if args.rollout_gpus is not None else max(1, (cl.gpus - lrn) // 2)
         plc = place(cl, lrn, ro, reward is not None, args.spread_learner)
+        if plc.colocated and args.rollout_backend == "vllm" and args.tensor_parallel > 1:
+            raise ValueError("vLLM tensor parallelism needs whole GPUs for rollout alone")
     except (ValueError, OSError) as err:
         print(f"rayrlhf plan: {err}", file=sys.stderr)
         return 2

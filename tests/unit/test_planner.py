@@ -200,3 +200,93 @@ def test_vllm_rollout_gpus_hold_their_share_and_refuse_a_share_too_small():
     assert big["total"] == int(0.9 * 80 * gib) + m.CONTEXT_BYTES and gpu_fits(big, 80 * gib)
     small = rollout_gpu(shape, Workload(vllm_memory=0.3), 80 * gib)
     assert small["short_of_vllm_share"] > 0 and not gpu_fits(small, 80 * gib)
+
+
+# One- and two-GPU machines: the roles share a GPU through Ray's fractional num_gpus.
+ONE_GPU = {"learner": 0.5, "rollout": 0.25, "reference": 0.125, "reward": 0.125}
+TWO_GPUS = {"learner": 1.0, "rollout": 0.5, "reference": 0.25, "reward": 0.25}
+
+
+@pytest.mark.parametrize(("gpus", "fractions"), [(1, ONE_GPU), (2, TWO_GPUS)])
+def test_a_small_model_fits_one_or_two_gpus_with_fractional_num_gpus(capsys, gpus, fractions):
+    argv = ["--model", "llama-1b", "--nodes", "1", "--gpus-per-node", str(gpus)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    settings = ", ".join(f"{role}.num_gpus: {frac:g}" for role, frac in fractions.items())
+    verdict = out[out.index("VERDICT:") :]
+    assert verdict.startswith("VERDICT: llama-1b (1.24B) trains with PPO") and settings in verdict
+    # Exactly one GPU's worth per GPU: Ray packs the fractional roles onto their one GPU.
+    assert sum(fractions.values()) == gpus
+    shared_gpu = 0 if gpus == 1 else 1
+    assert f"GPU {shared_gpu} shared by " in out and "FITS" in out
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["num_gpus"] == fractions and data["best"] is not None
+    assert data["placement"]["colocated"] == [r for r in fractions if gpus == 1 or r != "learner"]
+    assert data["shared_gpu"]["gpu"] == shared_gpu
+    assert any(r["fits"]["ckpt"] for r in data["learner"])
+
+
+def test_20b_on_one_24gb_gpu_does_not_fit_and_exits_1(capsys):
+    argv = ["--model", "gpt-neox-20b", "--gpus-per-node", "1", "--gpu-mem-gb", "24"]
+    assert main(argv) == 1  # no configuration fits: 1, not the bad-input 2
+    out, err = capsys.readouterr()
+    assert err == "" and "VERDICT: gpt-neox-20b does NOT fit on 1×1×24 GiB GPUs" in out
+    assert "alone need" in out and "before the learner rank" in out
+    assert main([*argv, "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["best"] is None and data["shared_gpu"]["free_gib"] < 0
+    assert data["num_gpus"] == ONE_GPU
+
+
+def test_colocated_memory_adds_up(shapes):
+    """On one GPU the learner rank gets the GPU less every other role's total, each of which
+    carries its own CUDA context and fragmentation; on two the learner has GPU 0 whole."""
+    llama, gpu = shapes["llama-1b"], 80 * m.GIB
+    one = Cluster(nodes=1, gpus_per_node=1, gpu_mem_gib=80)
+    plc = place(one, learner=1, rollout=1, reward_model=True)
+    assert plc.colocated == ("learner", "rollout", "reference", "reward")
+    assert plc.roles_on_node0(one) == ["learner", "rollout", "reference", "reward"]
+    p = plan(llama, llama, one, Workload(), plc, [0, 1, 2, 3])
+    others = [p["others"][r] for r in ("rollout", "reference", "reward")]
+    assert all(o["overhead"] >= m.CONTEXT_BYTES for o in others)  # one context per process
+    assert p["learner_budget"] == gpu - sum(o["total"] for o in others)
+    assert p["shared"]["used"] == sum(o["total"] for o in others)
+    cpu = one.cpu_mem_gib * m.GIB
+    row, ck = p["fitting"][0]
+    assert max(row.total[ck], row.init_peak) <= p["learner_budget"]
+    # Honest: ZeRO-0 without offload would fit a GPU of its own, not what the others leave.
+    zero0 = next(r for r in p["rows"] if r.stage == 0)
+    assert zero0.fits(False, gpu, cpu) and not zero0.fits(True, p["learner_budget"], cpu)
+    assert all(r.stage != 0 for r, _ in p["fitting"])
+
+    two = Cluster(nodes=1, gpus_per_node=2, gpu_mem_gib=80)
+    plc2 = place(two, learner=1, rollout=1, reward_model=True)
+    assert plc2.colocated == ("rollout", "reference", "reward") and not plc2.learner_shares
+    p2 = plan(llama, llama, two, Workload(), plc2, [0, 1, 2, 3])
+    assert p2["learner_budget"] == gpu and p2["shared"]["learner_budget"] is None
+    assert p2["shared"]["free"] == gpu - sum(p2["others"][r]["total"] for r in plc2.colocated)
+    assert (p2["fitting"][0][0].stage, p2["fitting"][0][0].offload) == (0, "none")
+    # Two nodes of one GPU: node 0 holds the learner rank alone.
+    plc3 = place(Cluster(nodes=2, gpus_per_node=1), learner=1, rollout=1, reward_model=False)
+    assert plc3.roles_on_node0(Cluster(nodes=2, gpus_per_node=1)) == ["learner"]
+    assert plc3.num_gpus() == {"learner": 1.0, "rollout": 0.5, "reference": 0.5}
+
+
+def test_vllm_share_on_a_shared_gpu_must_leave_room_for_the_others(capsys):
+    argv = ["--model", "llama-1b", "--gpus-per-node", "2", "--rollout-backend", "vllm"]
+    assert main([*argv, "--vllm-memory", "0.9"]) == 1
+    out = capsys.readouterr().out
+    assert "gpu_memory_utilization 0.9 leaves the roles beside it on GPU 1 too little" in out
+    most = out.split("to at most ")[1].split(" ")[0]
+    assert main([*argv, "--vllm-memory", most, "--json"]) == 0  # the share it names fits
+    data = json.loads(capsys.readouterr().out)
+    assert data["shared_gpu"]["vllm"]["ok"] and data["shared_gpu"]["free_gib"] >= 0
+
+
+def test_one_or_two_gpus_still_reject_impossible_input(capsys):
+    two = ["--model", "smollm2-135m", "--gpus-per-node", "2"]
+    assert main([*two, "--learner-gpus", "2"]) == 2  # two ranks leave no GPU for the rest
+    assert main([*two, "--rollout-backend", "vllm", "--tensor-parallel", "2"]) == 2
+    assert "whole GPUs" in capsys.readouterr().err
+    assert main(["--model", "smollm2-135m", "--gpus-per-node", "0"]) == 2
