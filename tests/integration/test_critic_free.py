@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import ray
-from trained import kill_rollout_at_dispatch, train
+from trained import assert_learns, kill_rollout_at_dispatch, train
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.loops.online import OnlineTrainer
@@ -67,10 +67,7 @@ def test_critic_free_policy_learns_with_no_value_model(ray_local, make_config, t
         history += trainer.run()
     finally:
         trainer.shutdown()
-    rewards = [m["reward/mean"] for m in history]
-    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
-    assert first < 0.1, rewards
-    assert last > 0.5 and last > first + 0.4, rewards
+    assert_learns(history)
     assert all(m["samples"] == 32 and "loss/value" not in m for m in history)
     assert "value/grad_norm" not in history[-1] and history[-1]["group/reward_std"] > 0
     assert history[-1]["kl/mean"] > 0 and (algorithm != "grpo" or history[-1]["loss/kl"] > 0)
