@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import ray
 
+from rayrlhf.log_setup import QUIET_ENV
+
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
@@ -47,6 +49,10 @@ def start_local(num_cpus: int, namespace: str) -> None:
             num_cpus=num_cpus,
             dashboard_host="127.0.0.1",
             namespace=namespace,
-            # Each actor process quiets the libraries as the CLI does (nothing does at import).
-            runtime_env={"worker_process_setup_hook": "rayrlhf.log_setup.quiet_libraries"},
+            # Each actor process is as quiet as the CLI (nothing is at import), cheaply: the
+            # hook imports nothing, transformers reads its variables when it is imported.
+            runtime_env={
+                "worker_process_setup_hook": "rayrlhf.log_setup.quiet_warnings",
+                "env_vars": dict(QUIET_ENV),
+            },
         )
