@@ -3,6 +3,7 @@ costs seconds and no actor, and fails with the dotted field and what is wrong (e
 
 - every model and data path exists (the third stage's tables too);
 - ``reward.function`` imports and names a callable;
+- ``reward.model`` holds a sequence classifier, not a policy (whose score head would be random);
 - an online stage with fewer usable prompts than ``rollout.prompts_per_step`` repeats prompts
   within a step: allowed (tiny tests do it on purpose), with a one-line warning.
 """
@@ -10,6 +11,7 @@ costs seconds and no actor, and fails with the dotted field and what is wrong (e
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -37,6 +39,22 @@ def check_reward_function(spec: str) -> None:
         raise ConfigError(f"invalid config:\n  reward.function: {spec} is not callable")
 
 
+def check_reward_model_folder(path: str) -> None:
+    """A policy folder given as ``reward.model`` would load with a random score head: refuse it
+    from its ``config.json`` alone (no weights read), naming the likely mix-up."""
+    meta = Path(path) / "config.json"
+    if not meta.is_file():
+        return  # not a local HF folder: the loader says what is wrong
+    architectures = json.loads(meta.read_text()).get("architectures") or []
+    if not architectures or any(a.endswith("ForSequenceClassification") for a in architectures):
+        return
+    raise ConfigError(
+        f"invalid config:\n  reward.model: {path} holds {', '.join(architectures)}, not a "
+        "trained reward model (its score head would be random): give a reward model's folder "
+        "(a pipeline's reward_model/model), not a policy's (its sft/model)"
+    )
+
+
 def prompt_count_warning(config: Config) -> str | None:
     """A warning when a step is larger than the prompts file (each step would repeat prompts
     within itself); None when it is not."""
@@ -58,5 +76,7 @@ def check_before_start(config: Config, online: bool) -> list[str]:
     check_local_paths(config)
     if config.reward.function is not None:
         check_reward_function(config.reward.function)
+    if config.reward.model is not None:
+        check_reward_model_folder(config.reward.model)
     warning = prompt_count_warning(config) if online else None
     return [warning] if warning else []

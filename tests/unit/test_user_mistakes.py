@@ -41,6 +41,17 @@ def test_a_reward_function_that_cannot_work_is_refused_by_its_field(spec, says):
     check_reward_function("rayrlhf.rewards.rules:target_word_frequency")
 
 
+def test_a_policy_folder_as_the_reward_model_is_refused_before_ray(base, tiny_model, tmp_path):
+    from rayrlhf.tiny_models import save_tiny_reward_model
+
+    without_fn = [b for b in base if not b.startswith("reward.function")]
+    config = load(None, [*without_fn, f"reward.model={tiny_model}"])
+    with pytest.raises(ConfigError, match="reward.model: .* not a trained reward model"):
+        check_before_start(config, online=True)
+    rm = save_tiny_reward_model(tmp_path / "rm")
+    check_before_start(load(None, [*without_fn, f"reward.model={rm}"]), online=False)
+
+
 def test_a_missing_third_stage_table_is_found_before_anything_trains(base, tmp_path):
     config = load(None, [*base, f"dpo.data.path={tmp_path / 'missing.jsonl'}"])
     with pytest.raises(ConfigError, match="dpo.data.path: no such file"):
