@@ -52,7 +52,7 @@ def run(tmp: Path, model: Path, prompts: Path, staleness: int, seed: int, steps:
             "learner.ppo_epochs=2",
             "learner.policy_lr=1e-3",
             "learner.value_lr=1e-3",
-            "ppo.kl_coef=0.01",
+            "online.kl_coef=0.01",
         ],
     )
     with contextlib.redirect_stdout(sys.stderr):
