@@ -33,7 +33,9 @@ def loopback_node() -> Iterator[None]:
     """Ray started (or joined at a 127.0.0.1 address) inside takes this machine as 127.0.0.1."""
     from ray._private import ray_constants  # private: Ray has no public setting for this
 
-    logging.getLogger(AUTH_LOGGER).addFilter(_NoOptOutAdvice())
+    auth_log = logging.getLogger(AUTH_LOGGER)
+    if not any(isinstance(f, _NoOptOutAdvice) for f in auth_log.filters):  # once a process
+        auth_log.addFilter(_NoOptOutAdvice())
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False  # Ray's single-machine mode: node IP 127.0.0.1
     try:

@@ -108,16 +108,16 @@ class SupervisedLearner(RankEngine):
         after_step = getattr(self.task, "after_step", None)
         if after_step is not None:
             after_step(self.engine.module, step)
-        means = self._global_means(sums)
+        means = self._global_means(sums, f"step {step}")
         out = {"loss/train": means.pop("loss")}
         out.update({f"train/{k}": v for k, v in means.items()})
         out["lr"] = float(self.engine.get_lr()[0])
         return out
 
-    def _global_means(self, sums: dict[str, float]) -> dict[str, float]:
+    def _global_means(self, sums: dict[str, float], at: str) -> dict[str, float]:
         means = self.task.means(self.all_sum_named(sums))
         for key, value in means.items():
-            self.check_finite(f"{self.stage_name} metric {key}", value, "the step's end")
+            self.check_finite(f"{self.stage_name} metric {key}", value, at)
         return means
 
     @torch.no_grad()
@@ -138,7 +138,7 @@ class SupervisedLearner(RankEngine):
             _, stats = self.task.loss_sums(self.engine, chunk or held[:1])
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + (value if chunk else 0.0)
-        return {f"eval/{k}": v for k, v in self._global_means(sums).items()}
+        return {f"eval/{k}": v for k, v in self._global_means(sums, "evaluation").items()}
 
     def save(self, path: str) -> bool:
         """Write the trained model (and tokenizer) as an HF folder; collective, rank 0 writes."""
