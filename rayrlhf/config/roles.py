@@ -10,6 +10,20 @@ from pydantic import Field, model_validator
 from rayrlhf.config.base import PathStr, Placement, _Section
 
 
+class LoraConfig(_Section):
+    """Low-rank adapters (peft) on the trained models: only the adapters (and a value model's
+    head) train, and only the adapters travel to the rollout workers."""
+
+    rank: int = Field(16, ge=1, description="Adapter rank r.")
+    alpha: float = Field(32.0, gt=0.0, description="Scale numerator: updates are (alpha/r)·B·A.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names to adapt (e.g. [q_proj, v_proj]); all-linear: every linear "
+        "layer but the output head.",
+    )
+
+
 class ModelConfig(_Section):
     """Which Hugging Face checkpoints play which part."""
 
@@ -20,6 +34,9 @@ class ModelConfig(_Section):
         None, description="HF folder for the value backbone; default: policy."
     )
     tokenizer: PathStr | None = Field(None, description="HF tokenizer folder; default: policy.")
+    lora: LoraConfig | None = Field(
+        None, description="Train low-rank adapters instead of every weight (null: full)."
+    )
 
 
 class DataConfig(_Section):
@@ -83,7 +100,16 @@ class RewardConfig(_Section):
 class ReferenceConfig(_Section):
     """Reference workers: the frozen initial policy's log-probs for the KL penalty."""
 
+    mode: Literal["workers", "learner"] = Field(
+        "workers",
+        description="workers: reference actors hold a frozen copy; learner: the learner "
+        "computes reference log-probs with its LoRA adapters disabled (needs model.lora).",
+    )
     num_workers: int = Field(1, ge=1, description="Reference actors.")
+    max_tokens_per_micro_batch: int = Field(
+        0, ge=0, description="Token budget of one reference forward (0: rows of chunk size)."
+    )
+    packing: bool = Field(True, description="Forward rows packed without padding.")
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per reference actor.")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per reference actor.")
     placement: Placement = Field(
@@ -113,6 +139,25 @@ class EngineConfig(_Section):
         "pack", description="Placement group strategy: pack onto few nodes or spread."
     )
     master_port: int = Field(0, ge=0, le=65535, description="torch.distributed port; 0 = free.")
+    packing: bool = Field(
+        True,
+        description="Forward rows packed end to end without padding (positions restart per "
+        "row, attention stays within it); false: the padded layout.",
+    )
+    max_tokens_per_micro_batch: int = Field(
+        0,
+        ge=0,
+        description="Token budget of one micro-batch: rows are bucketed by tokens, not rows "
+        "(0: micro_batch_size rows).",
+    )
+    fused_optimizer: bool = Field(
+        True, description="torch's fused AdamW kernel (one pass over all parameters)."
+    )
+    peak_tflops: float = Field(
+        0.0,
+        ge=0.0,
+        description="The device's peak TFLOP/s for perf/mfu (0: measured once by a matmul probe).",
+    )
 
     @property
     def backend(self) -> str:
