@@ -2,6 +2,6 @@
 
 import sys
 
-from rayrlhf.planner.report import main
+from rayrlhf.planner.command import main
 
 sys.exit(main())

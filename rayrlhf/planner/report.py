@@ -1,31 +1,16 @@
-"""Tables, verdict and JSON for a plan; ``main(argv)`` is the ``rayrlhf plan`` entry point."""
+"""Tables, verdict and JSON for a plan (``rayrlhf plan``'s entry point: :mod:`.command`)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import asdict
 from typing import Any
 
-from rayrlhf.algos.algorithms import ALGORITHMS
+from rayrlhf.planner import lora_report as lr
 from rayrlhf.planner import memory as m
 from rayrlhf.planner import shared as sh
-from rayrlhf.planner.plan import (
-    Cluster,
-    LearnerRow,
-    Placement,
-    Workload,
-    gpu_fits,
-    place,
-    plan,
-    search,
-)
-from rayrlhf.planner.shapes import PRESETS, ModelShape, shape_of, without_critic
+from rayrlhf.planner.plan import Cluster, LearnerRow, Placement, Workload, gpu_fits
+from rayrlhf.planner.shapes import ModelShape
 from rayrlhf.planner.shared_report import shared_table, shared_why
-
-COLS = ("weights16", "grads16", "optim", "grad32", "live", "buffers")
-HEAD = ("w16", "g16", "optim", "g32", "live", "buf")
 
 
 def _g(x: float) -> str:
@@ -56,21 +41,17 @@ def _why(row: LearnerRow, ck: bool, cl: Cluster, gpu: float, left: bool = False)
 
 def learner_table(p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placement) -> str:
     """One line per (stage, offload, checkpointing): GiB per learner GPU by component."""
+    cols, head = lr.columns(p["tune"])
     out = [
-        f"Learner GPU (1 of {plc.learner} ranks; policy {shape.params / 1e9:.2f}B + "
-        + (
-            f"value {shape.value_params / 1e9:.2f}B params"
-            if shape.value_params
-            else "no value model (critic-free)"
-        )
-        + "), GiB per GPU; fit = steady, start-up and CPU"
+        f"Learner GPU (1 of {plc.learner} ranks; {lr.models_text(shape, p['tune'])}), GiB per "
+        "GPU; fit = steady, start-up and CPU"
         + (
             f" (within the {p['learner_budget'] / m.GIB:.1f} GiB the roles sharing GPU 0 leave)"
             if plc.learner_shares
             else ""
         ),
         f"{'configuration':36}"
-        + "".join(f"{h:>7}" for h in HEAD)
+        + "".join(f"{h:>7}" for h in head)
         + f"{'act':>7}{'ovh':>7}{'total':>7}{'start':>7}{'CPU/nd':>7}  fit",
     ]
     gpu, cpu = p["learner_budget"], cl.cpu_mem_gib * m.GIB
@@ -80,7 +61,7 @@ def learner_table(p: dict[str, Any], cl: Cluster, shape: ModelShape, plc: Placem
             fit = "FITS" if row.fits(ck, gpu, cpu) else "DOES NOT FIT"
             out.append(
                 f"{_name(row, ck):36}"
-                + "".join(_g(row.states[c]) for c in COLS)
+                + "".join(_g(row.states[c]) for c in cols)
                 + _g(row.activations[ck])
                 + _g(row.total[ck] - used)
                 + _g(row.total[ck])
@@ -115,10 +96,7 @@ def verdict(
     """Verdict lines: the fastest choice that fits, whether it needs offload, what does not fit."""
     hw = f"{cl.nodes}×{cl.gpus_per_node}×{cl.gpu_mem_gib:g} GiB GPUs"
     lines = []
-    roles = (
-        f"rollout on {plc.rollout} GPU(s), reference on {plc.reference}, reward on "
-        f"{plc.reward}" + (" (sharing one GPU, 0.5 each)" if plc.shared else "")
-    )
+    roles = lr.roles_text(plc, p["tune"])
     shared = p["shared"]
     left = ""  # on one GPU: the learner's budget, beside its figures
     if shared is not None:
@@ -134,7 +112,8 @@ def verdict(
         if shared is not None:
             where = "rank on GPU 0" if plc.learner_shares else "rank alone on GPU 0"
         lines.append(
-            f"VERDICT: {shape.name} ({shape.params / 1e9:.2f}B) trains with PPO on {hw} with "
+            f"VERDICT: {shape.name} ({shape.params / 1e9:.2f}B) trains with "
+            f"{lr.training_text(p['tune'])} on {hw} with "
             f"{_name(row)}, gradient checkpointing {'on' if ck else 'off'}: learner {where} "
             f"({row.total[ck] / m.GIB:.1f} GiB/GPU, start-up "
             f"{row.init_peak / m.GIB:.1f}{left}), {roles}; CPU RAM on node 0 "
@@ -170,10 +149,9 @@ def verdict(
     budget, left = p["learner_budget"], plc.learner_shares
     over = [(r, _why(r, True, cl, budget, left)) for r in p["rows"]]
     over = [(r, why) for r, why in over if (r.stage, r.offload) not in fitting]
-    if shared is not None:
-        # On a shared GPU: nothing to list when the others leave nothing, and a choice that fits
-        # its own GPU (2 GPUs, the shared one over) has no reason of its own to print.
-        over = [] if shared["free"] < 0 else [(r, why) for r, why in over if why]
+    # A choice within its own limits (another GPU over) has no reason of its own to print; on a
+    # shared GPU nothing is listed when the others leave the learner nothing.
+    over = [] if shared is not None and shared["free"] < 0 else [(r, w) for r, w in over if w]
     bad = [f"{_name(r)} ({why})" for r, why in over]
     if bad:
         lines.append("  Does not fit even with checkpointing: " + "; ".join(bad))
@@ -220,118 +198,6 @@ def to_json(
         "num_gpus": plc.num_gpus() or None,
         "learner_budget_gib": p["learner_budget"] / m.GIB,
         "shared_gpu": sh.as_json(p["shared"]),
+        # What trains (LoRA or everything), where the reference runs, weight sync's bytes.
+        "tuning": lr.as_json(shape, p["tune"]),
     }
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="rayrlhf plan",
-        description=(
-            "Per-GPU memory plan for PPO: learner (policy + value, DeepSpeed ZeRO), rollout, "
-            "reference and reward GPUs, for every ZeRO stage and offload choice."
-        ),
-    )
-    ap.add_argument(
-        "--model", default="gpt-neox-20b", help=f"preset ({', '.join(PRESETS)}) or local HF folder"
-    )
-    ap.add_argument(
-        "--reward-model",
-        default=None,
-        help="preset/folder of the reward model (default: --model); 'none' = function",
-    )
-    ap.add_argument("--nodes", type=int, default=1)
-    ap.add_argument("--gpus-per-node", type=int, default=8)
-    ap.add_argument("--gpu-mem-gb", type=float, default=80.0, help="GiB per GPU")
-    ap.add_argument("--cpu-mem-gb", type=float, default=1024.0, help="GiB of RAM per node")
-    ap.add_argument("--learner-gpus", type=int, default=None, help="default: half the GPUs")
-    ap.add_argument("--rollout-gpus", type=int, default=None, help="default: half the rest")
-    ap.add_argument(
-        "--spread-learner",
-        action="store_true",
-        help="learner ranks spread evenly over nodes (learner.placement: spread); default: packed",
-    )
-    ap.add_argument("--micro-batch", type=int, default=1, help="training sequences per GPU")
-    ap.add_argument("--seq-len", type=int, default=1024, help="prompt + response tokens")
-    ap.add_argument("--rollout-batch", type=int, default=16, help="sequences per generate call")
-    ap.add_argument(
-        "--flash-attention",
-        action="store_true",
-        help="no s×s attention scores in memory (SDPA/flash kernels)",
-    )
-    ap.add_argument(
-        "--zero-stage",
-        type=int,
-        choices=(0, 1, 2, 3),
-        action="append",
-        help="only this stage (repeatable)",
-    )
-    ap.add_argument(
-        "--rollout-backend",
-        choices=("hf", "vllm"),
-        default="hf",
-        help="rollout.backend: vLLM reserves --vllm-memory of each rollout GPU up front",
-    )
-    ap.add_argument(
-        "--vllm-memory",
-        type=float,
-        default=0.5,
-        help="rollout.vllm.gpu_memory_utilization (with --rollout-backend vllm)",
-    )
-    ap.add_argument(
-        "--tensor-parallel",
-        type=int,
-        default=1,
-        help="rollout.vllm.tensor_parallel_size: GPUs one vLLM engine spans",
-    )
-    ap.add_argument(
-        "--algorithm",
-        default="ppo",
-        choices=list(ALGORITHMS),
-        help="online algorithm (algorithm.name); a critic-free one plans no value model",
-    )
-    ap.add_argument("--json", action="store_true", help="machine-readable output")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the plan (or JSON); 0 when a configuration fits, 1 when none does, 2 on bad input."""
-    args = _parser().parse_args(argv)
-    try:
-        full = shape_of(args.model)
-        shape = full if ALGORITHMS[args.algorithm].critic else without_critic(full)
-        rname = args.reward_model or args.model
-        reward = None if rname == "none" else full if rname == args.model else shape_of(rname)
-        cl = Cluster(args.nodes, args.gpus_per_node, args.gpu_mem_gb, args.cpu_mem_gb)
-        lrn = args.learner_gpus if args.learner_gpus is not None else max(1, cl.gpus // 2)
-        ro = args.rollout_gpus if args.rollout_gpus is not None else max(1, (cl.gpus - lrn) // 2)
-        plc = place(cl, lrn, ro, reward is not None, args.spread_learner)
-        if plc.colocated and args.rollout_backend == "vllm" and args.tensor_parallel > 1:
-            raise ValueError("vLLM tensor parallelism needs whole GPUs for rollout alone")
-    except (ValueError, OSError) as err:
-        print(f"rayrlhf plan: {err}", file=sys.stderr)
-        return 2
-    vllm = args.vllm_memory if args.rollout_backend == "vllm" else None
-    work = Workload(
-        args.micro_batch,
-        args.seq_len,
-        args.rollout_batch,
-        args.flash_attention,
-        vllm,
-        args.tensor_parallel if vllm is not None else 1,
-    )
-    stages = sorted(set(args.zero_stage or [0, 1, 2, 3]))
-    p = plan(shape, reward, cl, work, plc, stages)
-    alt = None if p["fitting"] else search(shape, reward, cl, work, stages, args.spread_learner)
-    lines = verdict(p, cl, shape, plc, alt)
-    if args.json:
-        print(json.dumps(to_json(p, cl, work, shape, reward, plc, lines), indent=1))
-    else:
-        print(
-            f"{shape.name}: seq {work.seq_len}, micro-batch {work.micro_batch}, rollout batch "
-            f"{work.rollout_batch}; overhead = {m.CONTEXT_BYTES // m.GIB} GiB CUDA context "
-            f"per process + {m.FRAGMENTATION:.0%} fragmentation\n"
-        )
-        print(learner_table(p, cl, shape, plc) + "\n")
-        print(others_table(p, cl, plc) + "\n")
-        print("\n".join(lines))
-    return 0 if p["fitting"] else 1

@@ -8,17 +8,23 @@ costs no memory and well under a second. Parameter counts are what PPO trains an
   used for a reward model of the same shape (a sequence-classification head is ``h × labels``).
 - ``largest_layer``: the most parameters held by one module directly (``recurse=False``), as in
   DeepSpeed's ``model_to_params``: what ZeRO-3 gathers at once (usually the embedding).
+- ``linears`` / ``value_linears``: every linear layer but the output head, as (name, d_in,
+  d_out): what LoRA can adapt (:mod:`rayrlhf.planner.lora`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
+from transformers.pytorch_utils import Conv1D
+
+# One linear layer: its module name and (in, out) features.
+Linear = tuple[str, int, int]
 
 
 def _gpt_neox_20b() -> PretrainedConfig:
@@ -89,10 +95,15 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     vocab: int
+    # Hundreds of entries: left out of repr and JSON (as_dict gives their count).
+    linears: tuple[Linear, ...] = field(default=(), repr=False)
+    value_linears: tuple[Linear, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON output."""
-        return asdict(self)
+        """Plain data for JSON output (the linear layers as counts)."""
+        out = asdict(self)
+        out["linears"], out["value_linears"] = len(self.linears), len(self.value_linears)
+        return out
 
 
 def load_config(name_or_path: str) -> PretrainedConfig:
@@ -111,6 +122,24 @@ def _counts(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return total, largest
+
+
+def linear_layers(model: torch.nn.Module) -> tuple[Linear, ...]:
+    """Every linear layer but the output head, as peft's ``all-linear`` finds them.
+
+    peft takes ``nn.Linear`` and GPT-2's ``Conv1D`` (weight stored in × out) and leaves out the
+    module ``get_output_embeddings()`` returns (the LM head; a bare backbone has none).
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    out = []
+    for name, mod in model.named_modules():
+        if mod is head:
+            continue
+        if isinstance(mod, torch.nn.Linear):
+            out.append((name, mod.in_features, mod.out_features))
+        elif isinstance(mod, Conv1D):
+            out.append((name, mod.weight.shape[0], mod.nf))
+    return tuple(out)
 
 
 def shape_of(name_or_path: str) -> ModelShape:
@@ -136,9 +165,11 @@ def shape_of(name_or_path: str) -> ModelShape:
         kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
         head_dim=head_dim,
         vocab=cfg.vocab_size,
+        linears=linear_layers(lm),
+        value_linears=linear_layers(backbone),  # the scalar head is trained whole, not adapted
     )
 
 
 def without_critic(shape: ModelShape) -> ModelShape:
     """``shape`` for a critic-free algorithm (GRPO, RLOO, ...): no value model to hold."""
-    return replace(shape, value_params=0, value_largest_layer=0)
+    return replace(shape, value_params=0, value_largest_layer=0, value_linears=())

@@ -22,10 +22,15 @@ from rayrlhf.planner import memory as m
 ROLES = ("learner", "rollout", "reference", "reward")
 
 
-def colocated_roles(gpus: int, reward_model: bool) -> tuple[str, ...]:
-    """The roles that share one GPU: all of them on one GPU, all but the learner on two."""
+def colocated_roles(gpus: int, reward_model: bool, reference: bool = True) -> tuple[str, ...]:
+    """The roles that share one GPU: all of them on one GPU, all but the learner on two.
+
+    A reward function runs on CPU; a reference computed by the learner (or none) needs no GPU.
+    """
     roles = ROLES if gpus == 1 else ROLES[1:]
-    return tuple(r for r in roles if reward_model or r != "reward")  # a function runs on CPU
+    absent = {"reward"} if not reward_model else set()
+    absent |= {"reference"} if not reference else set()
+    return tuple(r for r in roles if r not in absent)
 
 
 def fractions(roles: tuple[str, ...]) -> dict[str, float]:

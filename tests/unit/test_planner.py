@@ -10,9 +10,10 @@ import os
 
 import pytest
 
+from rayrlhf.planner import lora as lo
 from rayrlhf.planner import main
 from rayrlhf.planner import memory as m
-from rayrlhf.planner.plan import Cluster, Workload, place, plan
+from rayrlhf.planner.plan import Cluster, Workload, other_gpus, place, plan
 from rayrlhf.planner.shapes import PRESETS, shape_of
 
 # DeepSpeed picks its accelerator at first import; this machine has no GPU.
@@ -171,8 +172,6 @@ def test_main_rejects_bad_input(capsys):
 
 
 def test_a_critic_free_algorithm_plans_no_value_model(capsys):
-    from rayrlhf.planner.report import main
-
     def plan(*extra: str) -> dict:
         main(["--model", "gpt-neox-20b", "--zero-stage", "3", "--json", *extra])
         return json.loads(capsys.readouterr().out)
@@ -290,3 +289,111 @@ def test_one_or_two_gpus_still_reject_impossible_input(capsys):
     assert main([*two, "--rollout-backend", "vllm", "--tensor-parallel", "2"]) == 2
     assert "whole GPUs" in capsys.readouterr().err
     assert main(["--model", "smollm2-135m", "--gpus-per-node", "0"]) == 2
+
+
+# LoRA: a frozen bf16 base, trained adapters, adapters-only weight sync, reference in the learner.
+def test_adapter_count_of_a_small_shape_by_hand_and_by_peft(tmp_path, shapes):
+    """r·(d_in + d_out) per adapted layer, as peft counts it (all-linear leaves out the LM head;
+    the value model adapts its backbone and trains its h + 1 head whole)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoModelForCausalLM, LlamaConfig
+
+    # q 64→64, k and v 64→32 (GQA), o 64→64, gate and up 64→96, down 96→64; two layers; r = 4.
+    cfg = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=96, vocab_size=100)  # fmt: skip
+    cfg.save_pretrained(tmp_path)
+    shape = shape_of(str(tmp_path))
+    hand = 2 * 4 * ((64 + 64) + 2 * (64 + 32) + (64 + 64) + 2 * (64 + 96) + (96 + 64))
+    qv = 2 * 4 * ((64 + 64) + (64 + 32))
+    lp = lo.lora_plan(shape, 4)
+    assert (lp.policy.trainable, lp.value.trainable, lp.layers_adapted) == (7424, 7424 + 65, 14)
+    assert hand == 7424 and lo.lora_plan(shape, 4, ("q_proj", "v_proj")).policy.trainable == qv
+    for targets, want in (("all-linear", hand), (["q_proj", "v_proj"], qv)):
+        for cls in (AutoModelForCausalLM, AutoModel):
+            pm = get_peft_model(cls.from_config(cfg), LoraConfig(r=4, target_modules=targets))
+            assert sum(p.numel() for p in pm.parameters() if p.requires_grad) == want
+    assert lo.lora_plan(shapes["llama-7b"], 16).policy.trainable == 39_976_960  # peft's figure
+    with pytest.raises(ValueError, match="name no linear layer"):
+        lo.lora_plan(shape, 4, ("no_such_proj",))
+
+
+def test_lora_states_and_activations_by_hand():
+    """Frozen weights: bf16, no gradients or Adam, partitioned by ZeRO-3 only (which gathers a
+    layer's weights, no gradient); adapters' states are full FT's; A's bf16 output is saved."""
+    ad = lo.Adapters(trainable=1000, frozen=80_000, largest=10)
+    z3 = lo.lora_state_bytes(ad, largest_layer=500, n_ranks=4, stage=3, offload="none")
+    assert (z3["frozen16"], z3["weights16"], z3["grads16"]) == (2 * 20_000, 500, 500)
+    assert (z3["optim"], z3["grad32"], z3["live"]) == (3000, 1000, 4 * 10 + 2 * 500)
+    z2 = lo.lora_state_bytes(ad, 500, 4, 2, "none")
+    assert (z2["frozen16"], z2["live"], z2["weights16"], z2["optim"]) == (160_000, 0, 2000, 3000)
+    assert lo.lora_state_bytes(ad, 500, 4, 3, "optimizer+params")["frozen16"] == 0
+    lp = lo.LoraPlan(8, "all-linear", ad, None, layers_adapted=6)
+    assert lo.extra_activation_bytes(lp, 10, 2, 3, ckpt=False) == 10 * 2 * 2 * 8 * 6
+    assert lo.extra_activation_bytes(lp, 10, 2, 3, ckpt=True) == 10 * 2 * 2 * 8 * 6 // 3
+
+
+def test_20b_lora_fits_8x80_without_offload_and_syncs_adapters_only(shapes):
+    neox, cluster, head = shapes["gpt-neox-20b"], Cluster(), shapes["gpt-neox-20b"].hidden + 1
+    # r = 16 on each layer's query_key_value 6144→18432, dense, dense_h_to_4h and back.
+    adapters = 44 * 16 * ((6144 + 18432) + (6144 + 6144) + 2 * (6144 + 24576))
+    plc = place(cluster, learner=4, rollout=3, reward_model=True, reference=False)
+    tune = lo.Tuning(lo.lora_plan(neox, 16), "learner")
+    lora_p = plan(neox, neox, cluster, Workload(), plc, [0, 1, 2, 3], tune)
+    row, ckpt = lora_p["fitting"][0]
+    assert (row.stage, row.offload, ckpt) == (3, "none", False) and lora_p["others_fit"]
+    assert row.states["frozen16"] == 2 * (neox.params // 4) + 2 * ((neox.value_params - head) // 4)
+    assert row.states["optim"] == 12 * (adapters // 4 + (adapters + head) // 4)  # not 40.8B's
+    # ZeRO-0/1/2 hold both 20B bases whole on every rank: none fits, even with checkpointing.
+    whole = 2 * (neox.params + neox.value_params - head)
+    assert all(r.states["frozen16"] == whole for r in lora_p["rows"] if r.stage < 3)
+    assert {r.stage for r, _ in lora_p["fitting"]} == {3}
+    # Full fine-tuning, same node and stage, no offload: ~4× the memory; it needs offload.
+    _, full_p = _plan_20b(shapes, stages=[3])
+    full_none = next(r for r in full_p["rows"] if r.offload == "none")
+    assert full_none.total[False] > max(3.5 * row.total[False], 80 * m.GIB)
+    assert full_p["fitting"][0][0].offload == "optimizer"
+    assert full_p["fitting"][0][0].cpu_node > 4 * row.cpu_node  # 761 GiB against 162
+    assert lo.sync_bytes(neox, tune) == {"sent": 2 * adapters, "full": 2 * neox.params}
+
+
+def test_reference_in_the_learner_frees_the_reference_gpus(capsys, shapes):
+    neox, cluster = shapes["gpt-neox-20b"], Cluster()
+    with_ref, without = place(cluster, 4, 2, True), place(cluster, 4, 2, True, reference=False)
+    assert (with_ref.reference, with_ref.reward, without.reference, without.reward) == (1, 1, 0, 2)
+    assert "reference" in other_gpus(neox, neox, Workload(), with_ref)
+    tune = lo.Tuning(lo.lora_plan(neox, 16), "learner")
+    assert set(other_gpus(neox, neox, Workload(), without, tune=tune)) == {"rollout", "reward"}
+    one = place(Cluster(gpus_per_node=1), 1, 1, reward_model=True, reference=False)
+    assert one.colocated == ("learner", "rollout", "reward")
+    assert main(["--reference", "learner"]) == 2  # only adapters can be switched off
+    assert "needs LoRA" in capsys.readouterr().err
+
+
+def test_plan_reads_the_20b_configs_full_and_lora(capsys):
+    """``rayrlhf plan CONFIG``: LoRA fits 8 × 80 GiB without offload, full fine-tuning does not."""
+    lora_cfg = os.path.join(os.path.dirname(__file__), "../../launch/configs/gpu_20b_lora.yaml")
+    assert main([lora_cfg, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"]["name"] == "gpt-neox-20b" and data["tuning"]["lora"]["rank"] == 16
+    plc = data["placement"]
+    assert (plc["learner"], plc["rollout"], plc["reference"], plc["reward"]) == (4, 3, 0, 1)
+    assert set(data["other_gpus"]) == {"rollout", "reward"}
+    assert (data["best"]["stage"], data["best"]["offload"]) == (3, "none")
+    assert data["verdict"][-1].endswith("FITS") and "ZeRO-3 offload=none" in data["verdict"][-1]
+    assert data["tuning"]["sync_gib"] < 0.2 < 38 < data["tuning"]["full_weights_gib"]
+    assert main([lora_cfg.replace("_lora", ""), "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["best"]["offload"] == "optimizer" and full["tuning"]["lora"] is None
+    assert full["best"]["cpu_node_gib"] > 700 > 200 > data["best"]["cpu_node_gib"]
+    # Four GPUs fit without offload (two learner ranks); on two, rollout and reward overflow GPU 1.
+    four = ["--gpus-per-node", "4", "--learner-gpus", "2", "--rollout-gpus", "1", "--json"]
+    assert main([lora_cfg, *four]) == 0
+    assert json.loads(capsys.readouterr().out)["best"]["offload"] == "none"
+    two = ["--gpus-per-node", "2", "--learner-gpus", "1", "--rollout-gpus", "1"]
+    assert main([lora_cfg, *two]) == 1 and "need 123.9 GiB of GPU 1's 80" in capsys.readouterr().out
+    # --set wins over the file: full fine-tuning with reference workers on gpu_20b.yaml's split.
+    full_again = ["--set", "model.lora=null", "--set", "reference.mode=workers"]
+    assert main([lora_cfg, *full_again, "--set", "rollout.num_workers=2"]) == 0
+    out = capsys.readouterr().out
+    assert "shape gpt-neox-20b (preset), named by model.policy" in out
+    assert "Only fits with CPU offload" in out and "reference on 1, reward on 1" in out
