@@ -10,7 +10,7 @@
                                                    completion)
     rayrlhf argilla EXPORT --out DIR               Argilla ranking export → pairwise + SFT rows
     rayrlhf scale RUN_NAME --rollout-workers N     resize a live run's rollout workers
-    rayrlhf plan [--model 20b-preset ...]          per-GPU memory plan for a model and cluster
+    rayrlhf plan [CONFIG] [--model 20b ...]      per-GPU memory plan for a config or model
     rayrlhf serve-reward MODEL_DIR [--port 8000]   a reward model over HTTP (for reward.url)
 
 ``train`` connects to the cluster in ``RAY_ADDRESS`` when set, otherwise starts a local Ray

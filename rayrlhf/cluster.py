@@ -17,11 +17,13 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rayrlhf.actor_env import ACTOR_ENV
 from rayrlhf.buffer import Shard
 from rayrlhf.config import Config, EngineConfig
 from rayrlhf.control import TrainerControl
 from rayrlhf.faults import LearnerLost, is_lost, one_line, wait_all
 from rayrlhf.local_ray import start_local
+from rayrlhf.metrics import RUN_DEPENDENT
 from rayrlhf.roles.learner import Learner
 
 NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
@@ -119,6 +121,8 @@ class RoleGroup:
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
             "max_concurrency": 1,  # a role's calls run one at a time, in submission order
+            # Merged with the job's environment: malloc keeps freed memory (rayrlhf.actor_env).
+            "runtime_env": {"env_vars": dict(ACTOR_ENV)},
         }
         if slot.pg is not None:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
@@ -258,13 +262,13 @@ def find_control(run_name: str) -> Any:
 
 def agreed(results: list[dict], keys: tuple[str, ...] | None = None) -> dict:
     """Rank 0's metrics, after checking every rank reported the same ``keys`` (default: all but
-    ``time/*``, which each rank measures for itself).
+    the run-dependent ones, times and throughput, which each rank measures for itself).
 
     Metrics are all-reduced, so every rank must report the same numbers: a rank that diverged
     (another version, other data) is caught here, at the step it happens.
     """
     first = results[0]
-    names = keys or tuple(k for k in first if not k.startswith("time/"))
+    names = keys or tuple(k for k in first if not k.startswith(RUN_DEPENDENT))
     for rank, other in enumerate(results[1:], start=1):
         if other.keys() != first.keys() or any(
             abs(other[k] - first[k]) > 1e-6 * (1 + abs(first[k])) for k in names

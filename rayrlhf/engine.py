@@ -10,7 +10,7 @@ import datetime
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,27 @@ def free_address(port: int = 0) -> tuple[str, int]:
     return host, free
 
 
+def _all_reduce(t: torch.Tensor, op: Any = None) -> torch.Tensor:
+    """``t`` reduced over the group, on the device its backend takes (nccl: the GPU)."""
+    on = t.cuda() if dist.get_backend() == "nccl" else t
+    dist.all_reduce(on, op=op or dist.ReduceOp.SUM)
+    return on.cpu()
+
+
 def all_sum(values: list[torch.Tensor | float], world_size: int) -> list[float]:
     """Sum each value over the learner ranks with one all-reduce (float64)."""
     t = torch.tensor([float(x) for x in values], dtype=torch.float64)
     if world_size > 1:
-        dist.all_reduce(t)
+        t = _all_reduce(t)
     return t.tolist()
+
+
+def all_max(values: list[int], world_size: int) -> list[int]:
+    """Each value's maximum over the learner ranks (one all-reduce)."""
+    t = torch.tensor(values, dtype=torch.long)
+    if world_size > 1:
+        t = _all_reduce(t, dist.ReduceOp.MAX)
+    return [int(x) for x in t.tolist()]
 
 
 def init_distributed(
@@ -151,23 +166,54 @@ def build_engine(model: nn.Module, lr: float, cfg: EngineConfig, warmup_steps: i
     conf = deepspeed_config(cfg, lr, warmup_steps)
     optimizer = None
     if not cfg.offload_optimizer:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel over all parameters instead of a loop of small ops per tensor.
+        optimizer = torch.optim.AdamW(
+            params, lr=lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer
+        )
     engine, *_ = ds.initialize(
         model=model, model_parameters=params, optimizer=optimizer, config=conf
     )
+    if cfg.zero_stage == 0:
+        _plain_data_parallel(engine, cfg.num_ranks)
     return engine
 
 
-def iter_full_params(engine: Any, zero_stage: int) -> Iterator[tuple[str, torch.Tensor]]:
+def _plain_data_parallel(engine: Any, num_ranks: int) -> None:
+    """ZeRO-0 as the learner needs it: the clipped norm kept, and no gradient copies on 1 rank.
+
+    DeepSpeed's stage-0 clipping computes the global norm and drops it, so the step's
+    ``grad_norm`` metric had nothing to read; the clip is redone here keeping it. On one rank
+    there is nothing to reduce, but DeepSpeed would still flatten every gradient into buckets,
+    "all-reduce" them and copy them back.
+    """
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_keeping_norm() -> None:
+        engine._global_grad_norm = float(
+            clip_grad_norm_(engine.module.parameters(), engine.gradient_clipping(), mpu=engine.mpu)
+        )
+
+    engine.clip_fp32_gradients = clip_keeping_norm
+    if num_ranks == 1:
+        engine.enable_backward_allreduce = False
+
+
+def iter_full_params(
+    engine: Any, zero_stage: int, only: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, full parameter)`` of ``engine.module`` one at a time, in module order.
 
-    Under ZeRO-3 each parameter is gathered for the duration of its yield: a collective, so every
-    rank must iterate to the end, and the consumer must copy what it keeps before advancing.
-    One parameter at a time means no rank ever holds two full copies of the model.
+    ``only``: the names to yield (and, under ZeRO-3, to gather): LoRA's adapters, not the
+    frozen base they sit on. Under ZeRO-3 each parameter is gathered for the duration of its
+    yield: a collective, so every rank must iterate to the end, and the consumer must copy what
+    it keeps before advancing. One parameter at a time means no rank ever holds two full copies
+    of the model.
     """
     import deepspeed  # imported by build_engine already; the accelerator is set
 
     for name, param in engine.module.named_parameters():
+        if only is not None and not only(name):
+            continue
         if zero_stage == 3:
             with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
                 yield name, param.data
@@ -175,9 +221,24 @@ def iter_full_params(engine: Any, zero_stage: int) -> Iterator[tuple[str, torch.
             yield name, param.data
 
 
-def full_shapes(engine: Any) -> list[torch.Size]:
-    """Full shapes of ``engine.module``'s parameters in module order (ZeRO-3 keeps them aside)."""
-    return [getattr(p, "ds_shape", p.shape) for p in engine.module.parameters()]
+def full_shapes(engine: Any, only: Callable[[str], bool] | None = None) -> list[torch.Size]:
+    """Full shapes of ``engine.module``'s parameters (those ``only`` keeps) in module order
+    (ZeRO-3 keeps them aside)."""
+    return [
+        getattr(p, "ds_shape", p.shape)
+        for n, p in engine.module.named_parameters()
+        if only is None or only(n)
+    ]
+
+
+def gathered_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, torch.Tensor]:
+    """Every full parameter of ``engine.module`` by name, as CPU copies on rank 0 (empty on the
+    other ranks, which only take part in the ZeRO-3 gathers: every rank must call it)."""
+    state = {}
+    for name, full in iter_full_params(engine, zero_stage):
+        if rank == 0:
+            state[name] = full.detach().cpu().clone()
+    return state
 
 
 def save_hf_model(engine: Any, zero_stage: int, rank: int, path: str | Path) -> bool:
@@ -187,10 +248,7 @@ def save_hf_model(engine: Any, zero_stage: int, rank: int, path: str | Path) -> 
     a CPU copy of each full parameter and writes them with the module's own config. Returns
     whether this rank wrote.
     """
-    state = {}
-    for name, full in iter_full_params(engine, zero_stage):
-        if rank == 0:
-            state[name] = full.detach().cpu().clone()
+    state = gathered_state_dict(engine, zero_stage, rank)
     if rank == 0:
         engine.module.save_pretrained(str(path), state_dict=state)
     return rank == 0
@@ -201,16 +259,28 @@ def save_hf_model(engine: Any, zero_stage: int, rank: int, path: str | Path) -> 
 TAG = "state"  # one tag per folder: our manifest, not DeepSpeed's `latest`, says what is current
 
 
-def save_engine(engine: Any, path: str | Path) -> None:
+def save_engine(engine: Any, path: str | Path, trainable_only: bool = False) -> None:
     """DeepSpeed's own state of ``engine`` under ``path``: module weights, optimizer and
-    LR-schedule state, ZeRO-partitioned as each rank holds them. A collective."""
-    engine.save_checkpoint(str(path), tag=TAG, save_latest=False)
+    LR-schedule state, ZeRO-partitioned as each rank holds them. A collective.
+
+    ``trainable_only`` (LoRA): the frozen base is left out; it is the model folder the run
+    starts from, loaded again on resume, so the checkpoint holds the adapters and their
+    optimizer state only (megabytes, not the model).
+    """
+    engine.save_checkpoint(
+        str(path), tag=TAG, save_latest=False, exclude_frozen_parameters=trainable_only
+    )
 
 
-def load_engine(engine: Any, path: str | Path) -> None:
-    """Restore what :func:`save_engine` wrote (same rank count and ZeRO stage)."""
+def load_engine(engine: Any, path: str | Path, trainable_only: bool = False) -> None:
+    """Restore what :func:`save_engine` wrote (same rank count, ZeRO stage and
+    ``trainable_only``: a checkpoint without the frozen base loads over the base as loaded)."""
     loaded, _ = engine.load_checkpoint(
-        str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        str(path),
+        tag=TAG,
+        load_optimizer_states=True,
+        load_lr_scheduler_states=True,
+        load_module_strict=not trainable_only,
     )
     if loaded is None:
         raise FileNotFoundError(f"DeepSpeed found no engine state under {path}/{TAG}")

@@ -89,11 +89,14 @@ class ILQLPolicy(nn.Module):
     def forward(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
         states: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:
         """(B, T) ids → logits (B, S, V), Q and target Q heads (B, S, V) and V (B, S).
+
+        Packed (one row of B examples, ``attention_mask`` None, positions restarting per
+        example): ``states`` (B, S) index into that one row.
 
         S = T, or the positions ``states`` (B, S) picks: the heads, which cost more than the LM
         for a large vocabulary, then run only where ILQL reads them.
@@ -101,6 +104,9 @@ class ILQLPolicy(nn.Module):
         out = self.lm(input_ids, attention_mask, position_ids)
         hidden, logits = out.hidden_states[-1], out.logits
         if states is not None:
+            if hidden.shape[0] == 1 < states.shape[0]:  # packed: every example in one row
+                hidden = hidden.expand(states.shape[0], -1, -1)
+                logits = logits.expand(states.shape[0], -1, -1)
             index = states.unsqueeze(-1)
             hidden = hidden.gather(1, index.expand(-1, -1, hidden.shape[-1]))
             logits = logits.gather(1, index.expand(-1, -1, logits.shape[-1]))

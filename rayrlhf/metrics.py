@@ -155,9 +155,10 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-# What legitimately differs between two runs of one config: wall-clock times and throughput, the
-# faults a run survived, and the worker count it ran with (none of which changes the training).
-RUN_DEPENDENT = ("time", "time/", "throughput/", "faults/", "rollout/workers")
+# What legitimately differs between two runs of one config: wall-clock times, throughput and
+# utilisation, the faults a run survived, and the worker count it ran with (none of which
+# changes the training).
+RUN_DEPENDENT = ("time", "time/", "throughput/", "perf/", "faults/", "rollout/workers")
 
 
 def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """Hugging Face loading and the forward passes over the rollout layout.
 
 The only module that loads models or tokenizers: policy (causal LM), value model (LM backbone plus
-a scalar head), reward model (sequence classification). The forward helpers compute log-probs and
-values for the response columns of a ``(B, P+R)`` batch whose first P columns are the prompt.
+a scalar head), reward model (sequence classification). The forward passes over the rollout
+layout are in :mod:`rayrlhf.forward`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rayrlhf.algos.losses import entropy_from_logits, logprobs_from_logits
+from rayrlhf.config import LoraConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,15 +39,28 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_policy(path: str, precision: str = "fp32") -> PreTrainedModel:
-    """The causal LM at ``path`` (policy, reference or rollout copy)."""
-    return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[precision])
+def load_policy(
+    path: str, precision: str = "fp32", lora: LoraConfig | None = None
+) -> PreTrainedModel:
+    """The causal LM at ``path`` (policy, reference or rollout copy); with ``lora``, wrapped in
+    fresh LoRA adapters (:func:`rayrlhf.lora.add_adapters`: base frozen, the model as it was
+    until the adapters train)."""
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[precision])
+    if lora is None:
+        return model
+    from rayrlhf.lora import add_adapters  # peft only where adapters are used
+
+    return add_adapters(model, lora, causal_lm=True)
 
 
 class ValueModel(nn.Module):
-    """A transformer backbone with a scalar head: one value per token position."""
+    """A transformer backbone with a scalar head: one value per token position.
 
-    def __init__(self, backbone: PreTrainedModel) -> None:
+    The backbone is a transformers base model, or one wrapped in LoRA adapters (a peft model,
+    which forwards ``config`` and the forward call to it); the head is always a plain layer.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
@@ -71,9 +84,20 @@ class ValueModel(nn.Module):
         return self.head(out.last_hidden_state).squeeze(-1).float()
 
 
-def load_value_model(path: str, precision: str = "fp32") -> ValueModel:
-    """Value model whose backbone starts from the (policy) checkpoint at ``path``."""
-    return ValueModel(AutoModel.from_pretrained(path, dtype=DTYPES[precision]))
+def load_value_model(
+    path: str, precision: str = "fp32", lora: LoraConfig | None = None
+) -> ValueModel:
+    """Value model whose backbone starts from the (policy) checkpoint at ``path``.
+
+    With ``lora`` the backbone is its own frozen copy with adapters of its own (not the
+    policy's), and the scalar head trains in full.
+    """
+    backbone = AutoModel.from_pretrained(path, dtype=DTYPES[precision])
+    if lora is not None:
+        from rayrlhf.lora import add_adapters
+
+        backbone = add_adapters(backbone, lora, causal_lm=False)
+    return ValueModel(backbone)
 
 
 def load_reward_tokenizer(path: str) -> PreTrainedTokenizerBase:
@@ -171,48 +195,3 @@ def disable_dropout(model: nn.Module) -> nn.Module:
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
     return model
-
-
-def position_ids(attention_mask: Tensor) -> Tensor:
-    """(B, T) positions counted over real tokens, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def response_logits(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
-) -> Tensor:
-    """(B, R, V) logits that predict response tokens 1..R (columns P-1 .. P+R-2)."""
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids(attention_mask),
-        use_cache=False,
-    )
-    return out.logits[:, prompt_len - 1 : -1]
-
-
-def response_logprobs(
-    model: nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    prompt_len: int,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Log-probs (B, R) of the response tokens at ``temperature``, and optionally entropy (B, R).
-
-    The temperature matches the sampler's, so these are the log-probs of the distribution the
-    rollout actually sampled from (top-p truncation aside).
-    """
-    logits = response_logits(model, input_ids, attention_mask, prompt_len) / temperature
-    labels = input_ids[:, prompt_len:]
-    logprobs = logprobs_from_logits(logits, labels)
-    return logprobs, entropy_from_logits(logits) if with_entropy else None
-
-
-def response_values(
-    model: ValueModel, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
-) -> Tensor:
-    """(B, R) values of the states before each response token (same columns as the logits)."""
-    values = model(input_ids, attention_mask, position_ids(attention_mask))
-    return values[:, prompt_len - 1 : -1]

@@ -4,6 +4,8 @@ costs seconds and no actor, and fails with the dotted field and what is wrong (e
 - every model and data path exists (the third stage's tables too);
 - ``reward.function`` imports and names a callable;
 - ``reward.model`` holds a sequence classifier, not a policy (whose score head would be random);
+- every name in ``model.lora.target_modules`` names layers of the policy (peft only fails when
+  none does, and then inside the learners);
 - an online stage with fewer usable prompts than ``rollout.prompts_per_step`` repeats prompts
   within a step: allowed (tiny tests do it on purpose), with a one-line warning.
 """
@@ -55,6 +57,28 @@ def check_reward_model_folder(path: str) -> None:
     )
 
 
+def check_lora_targets(policy: str, targets: list[str]) -> None:
+    """Each of LoRA's ``targets`` must name a module of the policy at ``policy`` (as peft
+    matches: the whole name or its last dotted parts). Read from ``config.json`` into a model
+    on the meta device: no weights, no memory."""
+    meta = Path(policy) / "config.json"
+    if not meta.is_file():
+        return  # not a local HF folder: the loader says what is wrong
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy))
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and not n[-1].isdigit()})
+        raise ConfigError(
+            f"invalid config:\n  model.lora.target_modules: {', '.join(missing)} not in "
+            f"{policy}; its modules are named {', '.join(leaves)}"
+        )
+
+
 def prompt_count_warning(config: Config) -> str | None:
     """A warning when a step is larger than the prompts file (each step would repeat prompts
     within itself); None when it is not."""
@@ -78,5 +102,8 @@ def check_before_start(config: Config, online: bool) -> list[str]:
         check_reward_function(config.reward.function)
     if config.reward.model is not None:
         check_reward_model_folder(config.reward.model)
+    lora = config.model.lora
+    if lora is not None and lora.target_modules != "all-linear":
+        check_lora_targets(config.model.policy, lora.target_modules)
     warning = prompt_count_warning(config) if online else None
     return [warning] if warning else []

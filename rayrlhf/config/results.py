@@ -19,6 +19,13 @@ from typing import Any
 
 # Leaves that never decide a result, wherever they sit: placement and resources.
 EXECUTION_LEAVES = frozenset({"num_cpus", "num_gpus", "placement", "master_port"})
+# Leaves of a learner or reference section (any stage's) that say how its forward passes are cut
+# and laid out (packed or padded, micro-batch budgets), the optimizer kernel, and the peak MFU is
+# measured against: the same math, to float rounding, as the rank count is. (``sft.packing``,
+# which packs examples into fewer items, does decide a result.)
+ENGINE_EXECUTION_LEAVES = frozenset(
+    {"packing", "max_tokens_per_micro_batch", "fused_optimizer", "peak_tflops"}
+)
 # Fields and whole sections that never decide a result.
 EXECUTION_PATHS = frozenset(
     {
@@ -34,6 +41,7 @@ EXECUTION_PATHS = frozenset(
         "rollout.num_workers",
         "reward.num_workers",
         "reference.num_workers",
+        "reference.mode",  # the same frozen policy, in workers or in the learner
         "timeouts",
         "weight_sync",  # how weights travel, not what they are
     }
@@ -61,14 +69,20 @@ def _under(path: str, paths: set[str] | frozenset[str]) -> bool:
 
 def is_execution(path: str) -> bool:
     """Whether the field at dotted ``path`` only says where and how a run executes."""
-    return path.split(".")[-1] in EXECUTION_LEAVES or _under(path, EXECUTION_PATHS)
+    parts = path.split(".")
+    engine_leaf = len(parts) > 1 and parts[-2] in ("learner", "reference")
+    return (
+        parts[-1] in EXECUTION_LEAVES
+        or (engine_leaf and parts[-1] in ENGINE_EXECUTION_LEAVES)
+        or _under(path, EXECUTION_PATHS)
+    )
 
 
 def changed_fields(saved: dict[str, Any], now: dict[str, Any], free: set[str]) -> list[str]:
     """Dotted paths whose values differ between two config trees and decide the math: neither
     execution fields, nor length fields, nor under ``free`` (a stage's own length fields)."""
     a, b = flatten(saved), flatten(now)
-    differ = [p for p in set(a) | set(b) if a.get(p, "<unset>") != b.get(p, "<unset>")]
+    differ = [p for p in set(a) | set(b) if a.get(p) != b.get(p)]  # unset (None) ≡ absent
     may_change = set(LENGTH_PATHS) | set(free)
     return sorted(p for p in differ if not is_execution(p) and not _under(p, may_change))
 
@@ -91,15 +105,20 @@ def stage_tree(tree: dict[str, Any], stage: str) -> dict[str, Any]:
     if stage in SUPERVISED:
         part = {stage: tree[stage], "run": {"seed": tree["run"]["seed"]}}
         if stage != "reward_model":
-            part["model"] = {k: tree["model"][k] for k in ("policy", "tokenizer")}
+            # model.lora too (absent unset: a fingerprint from before LoRA stays valid).
+            part["model"] = {k: tree["model"].get(k) for k in ("policy", "tokenizer", "lora")}
             part["rollout"] = {k: tree["rollout"][k] for k in ("template", "plain_template")}
         return part
     return {k: v for k, v in tree.items() if k not in ("sft", "reward_model")}
 
 
 def decided_fields(part: dict[str, Any]) -> dict[str, Any]:
-    """``{dotted.path: value}`` of the fields of ``part`` that decide a result."""
-    return {p: v for p, v in flatten(part).items() if not is_execution(p)}
+    """``{dotted.path: value}`` of the fields of ``part`` that decide a result.
+
+    An unset (None) field is left out, as if absent: a field a later version adds, unset by
+    default (``model.lora``), leaves the fingerprints of finished stages as they were.
+    """
+    return {p: v for p, v in flatten(part).items() if not is_execution(p) and v is not None}
 
 
 def fingerprint(part: dict[str, Any], *extra: Any) -> str:

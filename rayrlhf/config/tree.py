@@ -13,6 +13,7 @@ from rayrlhf.config.offline import DPOConfig, ILQLConfig
 from rayrlhf.config.roles import (
     DataConfig,
     LearnerConfig,
+    LoraConfig,
     ModelConfig,
     OnlineConfig,
     ReferenceConfig,
@@ -137,6 +138,35 @@ class Config(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lora_fits(self) -> Config:
+        lora, mode = self.model.lora, self.reference.mode
+        if mode == "learner" and lora is None:
+            raise ValueError(
+                "reference.mode learner computes the reference as the policy with its LoRA "
+                "adapters disabled: it needs model.lora"
+            )
+        if mode == "learner" and not self.uses_reference:
+            raise ValueError(
+                "reference.mode learner needs an algorithm that uses a reference: "
+                "online.kl_coef > 0 (with 0 no reference log-probs are computed)"
+            )
+        if mode == "learner" and (self.dpo is not None or self.ilql is not None):
+            raise ValueError(
+                "reference.mode learner is the online stage's: a dpo or ilql stage takes its "
+                "reference from reference workers before training; leave reference.mode workers"
+            )
+        if lora is not None and self.ilql is not None:
+            raise ValueError("model.lora is not supported by the ilql stage: remove model.lora")
+        if lora is not None and lora.dropout > 0:
+            if not any(s is not None and s.dropout for s in (self.sft, self.dpo)):
+                raise ValueError(
+                    f"model.lora.dropout {lora.dropout} would never apply: the learners train "
+                    "without dropout (so learner and rollout log-probs agree) unless sft.dropout "
+                    "or dpo.dropout is true; set model.lora.dropout 0"
+                )
+        return self
+
     @property
     def algo(self) -> Algorithm:
         """The online algorithm this config runs: its preset with this config's overrides."""
@@ -157,6 +187,20 @@ class Config(_Section):
     def uses_reference(self) -> bool:
         """Reference workers run only when the KL has a weight: none with a coefficient of 0."""
         return self.online.kl_coef > 0
+
+    @property
+    def reference_workers(self) -> bool:
+        """Whether the online stage starts reference workers: a KL with a weight, computed by
+        workers (``reference.mode: learner`` has the learner compute it, adapters disabled)."""
+        return self.uses_reference and self.reference.mode == "workers"
+
+    @property
+    def online_lora(self) -> LoraConfig | None:
+        """The adapters the online stage trains, and its rollout workers hold and receive:
+        ``model.lora``, unless the third step is offline (DPO, ILQL), whose evaluation's
+        rollout workers load whole saved policies."""
+        offline = self.dpo is not None or self.ilql is not None
+        return None if offline else self.model.lora
 
     @property
     def tokenizer_path(self) -> str:

@@ -89,9 +89,20 @@ def mean_std_stderr(values: list[float]) -> tuple[float, float, float]:
     return mean, std, std / math.sqrt(n)
 
 
+def distinct_n(texts: list[str], n: int = 2) -> float:
+    """Distinct-n of a set of texts: distinct word n-grams over all n-grams (lower-cased,
+    split on white space); 1 when no n-gram repeats, falling as the texts share phrases."""
+    grams = [
+        tuple(words[i : i + n])
+        for words in (t.lower().split() for t in texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
 def aggregate(samples: list[dict[str, Any]]) -> dict[str, float]:
     """Means over samples: ``reward/mean``, ``reward/std``, ``kl/mean`` (absent without a
-    reference), ``response/length``."""
+    reference), ``response/length``; and ``response/distinct_2`` over all their responses."""
     n = len(samples)
     mean, std, stderr = mean_std_stderr([s["reward"] for s in samples])
     out = {
@@ -99,6 +110,7 @@ def aggregate(samples: list[dict[str, Any]]) -> dict[str, float]:
         "reward/std": std,
         "reward/stderr": stderr,
         "response/length": sum(s["length"] for s in samples) / n,
+        "response/distinct_2": distinct_n([s["response"] for s in samples], 2),
         "samples": float(n),
     }
     if not any(math.isnan(s["kl"]) for s in samples):

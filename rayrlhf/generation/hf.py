@@ -18,6 +18,7 @@ import torch
 from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
 from rayrlhf.ilql_model import ilql_sample, is_ilql_folder, load_ilql
+from rayrlhf.lora import adapter_tensors, load_adapter_tensors
 from rayrlhf.models import load_policy
 from rayrlhf.weights.transport import load_full_state_dict
 
@@ -30,8 +31,12 @@ class HFEngine:
         self.device = torch.device(config.learner.device)
         policy, precision = config.model.policy, config.learner.precision
         self.ilql = is_ilql_folder(policy)
+        # LoRA: the base plus adapters, as the learner holds them; only the adapters travel.
+        self.lora = config.online_lora is not None
         self.model = (
-            load_ilql(policy, precision)[0] if self.ilql else load_policy(policy, precision)
+            load_ilql(policy, precision)[0]
+            if self.ilql
+            else load_policy(policy, precision, config.online_lora)
         )
         self.model.to(self.device)
         self.model.eval().requires_grad_(False)  # never trained here; weights come from sync
@@ -95,12 +100,18 @@ class HFEngine:
     def load_weights(
         self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
     ) -> None:
-        """Copy a full state dict (Hugging Face names) into the model, all names checked."""
-        load_full_state_dict(self.model, weights)
+        """Copy a full state dict (Hugging Face names) into the model, all names checked; with
+        LoRA the adapter tensors into the adapters (the frozen base is never written)."""
+        if self.lora:
+            load_adapter_tensors(self.model, weights)
+        else:
+            load_full_state_dict(self.model, weights)
 
     def named_shapes(self) -> list[tuple[str, torch.Size]]:
-        """The model's parameters (tied ones once) in module order."""
-        return [(n, p.shape) for n, p in self.model.named_parameters()]
+        """What a sync sends, in module order: the model's parameters (tied ones once), or
+        with LoRA its adapter tensors."""
+        params = adapter_tensors(self.model) if self.lora else self.model.named_parameters()
+        return [(n, p.shape) for n, p in params]
 
     @property
     def dtype(self) -> torch.dtype:

@@ -9,6 +9,10 @@
 - New weights go in place through vLLM's ``reload_weights`` (Hugging Face names, its own fusing of
   q/k/v and gate/up and any repacking for the CPU kernels); the prefix cache is reset after each
   load, since KV blocks computed with the old weights must not be reused.
+- With LoRA only adapters arrive. The engine keeps a CPU copy of the policy with adapters (its
+  base exactly as loaded, never written) and loads ``base + s·B·A``, computed into new tensors
+  from that pristine base at each sync, with every other weight as it is: never a merge and
+  unmerge in place, whose bf16 rounding would drift the base a little with every sync.
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ class VllmEngine:
             seed=config.run.seed,
         )
         self.start_seconds = time.perf_counter() - start
+        # LoRA: the base (pristine, on the CPU) plus the newest adapters, merged at each sync.
+        self.adapted = None
+        if config.online_lora is not None:
+            from rayrlhf.models import load_policy
+
+            self.adapted = load_policy(
+                self.policy_path, config.learner.precision, config.online_lora
+            )
+            self.adapted.requires_grad_(False)
         self.asleep = False
         self._layout: list[tuple[str, torch.Size]] | None = None
         self._tied: dict[str, str] = {}  # parameter name → its tied alias (lm_head.weight)
@@ -124,10 +137,17 @@ class VllmEngine:
         """Full parameters by Hugging Face name into the engine, in place.
 
         A gathered state dict lists a tied output embedding once, under the input embedding's
-        name; vLLM's in-place reload needs it under both (it would keep the old lm_head).
+        name; vLLM's in-place reload needs it under both (it would keep the old lm_head). With
+        LoRA ``weights`` are adapter tensors: every weight is reloaded, the adapted ones merged
+        into new tensors (a layer reloaded in part would lose the rest).
         """
+        if self.adapted is not None:
+            from rayrlhf.lora import load_adapter_tensors, merged_state_dict
+
+            load_adapter_tensors(self.adapted, weights)
+            weights = merged_state_dict(self.adapted)
         pairs = weights.items() if isinstance(weights, Mapping) else weights
-        self.named_shapes()  # finds the tied names
+        self._hf_layout()  # finds the tied names
         self.llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": self._with_tied(iter(pairs))}
         )
@@ -142,6 +162,15 @@ class VllmEngine:
                 yield self._tied[name], tensor
 
     def named_shapes(self) -> list[tuple[str, torch.Size]]:
+        """What a sync sends, in module order: the policy's Hugging Face parameters, or with
+        LoRA its adapter tensors."""
+        if self.adapted is not None:
+            from rayrlhf.lora import adapter_tensors
+
+            return [(n, p.shape) for n, p in adapter_tensors(self.adapted)]
+        return self._hf_layout()
+
+    def _hf_layout(self) -> list[tuple[str, torch.Size]]:
         """The Hugging Face layout of the policy (a meta-device model: no memory)."""
         if self._layout is None:
             from transformers import AutoConfig, AutoModelForCausalLM

@@ -103,7 +103,9 @@ class OnlineTrainer:
             config, roles.reward, "reward", lambda i: (config.reward, device)
         )
         self.groups = {"rollout": self.rollout, "reward": self.reward}
-        if config.uses_reference:  # with a KL coefficient of 0 nothing reads reference log-probs
+        # With a KL coefficient of 0 nothing reads reference log-probs; with reference.mode
+        # learner the learners compute them (LoRA adapters disabled) and get refs of None.
+        if config.reference_workers:
             self.groups["reference"] = cluster.role_group(
                 config, roles.reference, "reference", lambda i: (config,)
             )

@@ -103,6 +103,12 @@ def format_summary(
             f"              KL to the reference {_fmt(a.get('kl/mean'))} nats per response "
             f"(held-out), {trained}"
         )
+        if "response/distinct_2" in a:  # how varied the continuations stay (1: no bigram twice)
+            lines.append(
+                f"              distinct-2 of the held-out continuations "
+                f"{_fmt(b.get('response/distinct_2'), '.2f')} before → "
+                f"{_fmt(a['response/distinct_2'], '.2f')} after"
+            )
         for ex in evals["examples"]:
             lines.append(f"  prompt: {ex['prompt']!r}")
             lines.append(f"    before ({ex['before_reward']:+.2f}): {ex['before']!r}")

@@ -13,7 +13,7 @@ all-reduced, so every rank sees the same numbers whatever the rank count.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,14 +26,11 @@ from rayrlhf.buffer import fetch
 from rayrlhf.config import Config
 from rayrlhf.engine import full_shapes, iter_full_params
 from rayrlhf.experience import RolloutBatch, join_chunks
-from rayrlhf.models import (
-    DTYPES,
-    load_policy,
-    load_tokenizer,
-    load_value_model,
-    response_logprobs,
-    response_values,
-)
+from rayrlhf.forward import response_logprobs, response_values
+from rayrlhf.lora import adapters_disabled, is_adapter_name
+from rayrlhf.micro_batches import fixed_rows, micro_batch_count, row_costs, split_rows
+from rayrlhf.models import DTYPES, load_policy, load_tokenizer, load_value_model
+from rayrlhf.perf import FlopCounter, probe_peak_tflops
 from rayrlhf.roles.learner_settings import LearnerSettings, StepTensors
 from rayrlhf.roles.policy_update import PolicyUpdate
 from rayrlhf.roles.rank_engine import RankEngine
@@ -60,9 +57,12 @@ class Learner(RankEngine):
         lc, critic = self.s.engine, self.s.algo.critic  # critic-free: no value model at all
 
         def load() -> dict[str, torch.nn.Module]:
-            models = {"policy": load_policy(self.s.policy_path, "fp32")}
+            # With LoRA the engines get the trainable parameters only (adapters, value head):
+            # build_engine hands DeepSpeed what requires grad; the frozen base has no optimizer
+            # state. LoRA dropout is zeroed with the rest (build_engines), as the rollout has none.
+            models = {"policy": load_policy(self.s.policy_path, "fp32", self.s.lora)}
             if critic:
-                models["value"] = load_value_model(self.s.value_path, "fp32")
+                models["value"] = load_value_model(self.s.value_path, "fp32", self.s.lora)
             return models
 
         lrs = {"policy": lc.policy_lr, "value": lc.value_lr}
@@ -70,6 +70,8 @@ class Learner(RankEngine):
         self.policy = self.engines["policy"]
         self.value = self.engines.get("value")
         self.update = PolicyUpdate(self.s, self)
+        self.flops = FlopCounter(self.policy.module, self.value.module if self.value else None)
+        self.peak_tflops = lc.peak_tflops or probe_peak_tflops(self.device, DTYPES[lc.precision])
         return self.rank
 
     def _global_mean_var(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
@@ -81,31 +83,62 @@ class Learner(RankEngine):
 
     # ---- one step -----------------------------------------------------------------------------
 
+    def _micro_batches(self, batch: RolloutBatch) -> list[torch.Tensor]:
+        """This rank's rows for the passes without gradients (no collective: any split)."""
+        lc, rows = self.s.engine, torch.arange(len(batch))
+        if lc.max_tokens_per_micro_batch == 0:
+            return fixed_rows(rows, lc.micro_batch_size)
+        costs = row_costs(batch.attention_mask, lc.packing)
+        return split_rows(rows, costs, micro_batch_count(costs, lc.max_tokens_per_micro_batch))
+
     def _forward_in_micro_batches(
         self, batch: RolloutBatch, with_logprobs: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(B, R) old log-probs (None unless ``with_logprobs``) and values (None without a
         critic), without gradients."""
-        mb = self.s.engine.micro_batch_size
-        logps, values = [], []
         if not with_logprobs and self.value is None:
             return None, None
+        packed = self.s.engine.packing
+        logps = torch.zeros(batch.response_mask.shape) if with_logprobs else None
+        values = torch.zeros(batch.response_mask.shape) if self.value is not None else None
         with torch.no_grad():
-            for i in range(0, len(batch), mb):
-                ids = batch.input_ids[i : i + mb].to(self.device)
-                am = batch.attention_mask[i : i + mb].to(self.device)
-                if with_logprobs:
+            for idx in self._micro_batches(batch):
+                ids = batch.input_ids[idx].to(self.device)
+                am = batch.attention_mask[idx].to(self.device)
+                if logps is not None:
                     lp, _ = response_logprobs(
-                        self.policy, ids, am, batch.prompt_len, self.s.temperature
+                        self.policy, ids, am, batch.prompt_len, self.s.temperature, packed=packed
                     )
-                    logps.append(lp.float().cpu())
-                if self.value is not None:
-                    values.append(response_values(self.value, ids, am, batch.prompt_len).cpu())
+                    logps[idx] = lp.float().cpu()
+                if values is not None:
+                    v = response_values(self.value, ids, am, batch.prompt_len, packed)
+                    values[idx] = v.float().cpu()
         mask = batch.response_mask
         return (
-            torch.cat(logps) * mask if logps else None,
-            torch.cat(values) * mask if values else None,
+            logps * mask if logps is not None else None,
+            values * mask if values is not None else None,
         )
+
+    def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """(B, R) the frozen base's log-probs: the policy with its LoRA adapters disabled, which
+        is the reference a reference worker holds, without a second copy of the model. Its
+        seconds count as the step's reference phase."""
+        start = time.perf_counter()
+        out = torch.zeros(batch.response_mask.shape)
+        with torch.no_grad(), adapters_disabled(self.policy.module):
+            for idx in self._micro_batches(batch):
+                lp, _ = response_logprobs(
+                    self.policy,
+                    batch.input_ids[idx].to(self.device),
+                    batch.attention_mask[idx].to(self.device),
+                    batch.prompt_len,
+                    self.s.temperature,
+                    packed=self.s.engine.packing,
+                )
+                out[idx] = lp.float().cpu()
+        generate, score, _ = batch.phase_seconds
+        batch.phase_seconds = (generate, score, time.perf_counter() - start)
+        return out * batch.response_mask
 
     def _old_logprobs_first(self, batch: RolloutBatch) -> bool:
         """Whether the old log-probs must be computed before training: when the KL sits in the
@@ -134,6 +167,8 @@ class Learner(RankEngine):
         except ValueError as err:
             raise RuntimeError(f"rank {self.rank}: {err}") from None
         t_fetch = time.perf_counter()
+        if self.s.reference_in_learner:  # reference.mode learner: no workers sent any
+            batch.ref_logprobs = self._reference_logprobs(batch)
         kl_coef = self.kl_ctl.value
         old_logprobs, old_values = self._forward_in_micro_batches(
             batch, self._old_logprobs_first(batch)
@@ -153,6 +188,7 @@ class Learner(RankEngine):
         )
         if kl is not None:
             self.kl_ctl.update(metrics["kl/mean"], int(metrics["samples"]))
+        metrics.update(self._perf(batch, t_train - t_values))
         metrics.update(
             {
                 "kl/coef": kl_coef,  # the coefficient this step's rewards were shaped with
@@ -168,6 +204,26 @@ class Learner(RankEngine):
             )
         ][: self.s.log_samples]
         return metrics
+
+    def _perf(self, batch: RolloutBatch, train_s: float) -> dict[str, float]:
+        """The train phase's tokens/s, padding, achieved TFLOP/s per rank and MFU."""
+        lc, real = self.s.engine, batch.attention_mask.sum(-1)
+        epochs = lc.ppo_epochs
+        t = self.all_sum_named(
+            {
+                "flops": self.flops.train_flops(real, int(batch.response_mask.sum()), epochs),
+                "real": real.sum(),
+                "slots": real.sum() if lc.packing else batch.attention_mask.numel(),
+            }
+        )
+        tflops = t["flops"] / max(train_s, 1e-9) / self.world_size / 1e12
+        return {
+            "perf/padding_fraction": 1.0 - t["real"] / max(t["slots"], 1.0),
+            "perf/train_tokens_per_s": t["real"] * epochs / max(train_s, 1e-9),
+            "perf/train_tflops": tflops,
+            "perf/mfu": tflops / self.peak_tflops,
+            "perf/peak_tflops": self.peak_tflops,
+        }
 
     def _advantages(
         self,
@@ -200,9 +256,15 @@ class Learner(RankEngine):
     def _full_policy(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter_full_params(self.policy, self.s.engine.zero_stage)
 
-    def _rank0_full_policy(self) -> Iterator[tuple[str, torch.Tensor]] | None:
-        """The full parameters on rank 0; elsewhere None, after taking part in every gather."""
-        params = self._full_policy()
+    def _synced(self) -> Callable[[str], bool] | None:
+        """Which parameters travel to the rollout workers: with LoRA the adapters only (the
+        workers hold the same frozen base), else all."""
+        return is_adapter_name if self.s.lora is not None else None
+
+    def _rank0_synced_policy(self) -> Iterator[tuple[str, torch.Tensor]] | None:
+        """The full parameters that travel, on rank 0; elsewhere None, after taking part in
+        every gather."""
+        params = iter_full_params(self.policy, self.s.engine.zero_stage, self._synced())
         if self.rank == 0:
             return params
         for _ in params:
@@ -210,14 +272,16 @@ class Learner(RankEngine):
         return None
 
     def policy_state_dict(self) -> FlatWeights | None:
-        """Full policy weights in the rollout dtype on rank 0 (None elsewhere).
+        """The policy weights that travel (all, or LoRA's adapters), full and in the rollout
+        dtype, on rank 0 (None elsewhere).
 
         Every rank must call it: under ZeRO-3 the parameters are gathered collectively.
         """
-        params = self._rank0_full_policy()
+        params = self._rank0_synced_policy()
         if params is None:
             return None
-        return flatten_params(params, full_shapes(self.policy), DTYPES[self.s.engine.precision])
+        shapes = full_shapes(self.policy, self._synced())
+        return flatten_params(params, shapes, DTYPES[self.s.engine.precision])
 
     def policy_checksum(self) -> float:
         """Sum of the full policy parameters (collective); equal on every rank when consistent."""
@@ -229,24 +293,28 @@ class Learner(RankEngine):
         return world_size
 
     def broadcast_policy(self) -> int:
-        """Broadcast the full policy to the rollout workers; every rank calls (ZeRO-3 gathers).
+        """Broadcast the policy (all, or LoRA's adapters) to the rollout workers; every rank
+        calls (ZeRO-3 gathers).
 
         Returns the bytes sent (0 on ranks other than 0, which only take part in the gathers).
         """
-        params = self._rank0_full_policy()
+        params = self._rank0_synced_policy()
         if params is None:
             return 0
         return broadcast_params(
             self.sync_group,
             params,
-            full_shapes(self.policy),
+            full_shapes(self.policy, self._synced()),
             DTYPES[self.s.engine.precision],  # the rollout workers' dtype
             self.s.weight_bucket_bytes,
             self.device,
         )
 
     def save_policy(self, path: str) -> bool:
-        """Save the trained policy and its tokenizer as an HF folder (collective; rank 0 writes)."""
+        """Save the trained policy and its tokenizer as an HF folder (collective; rank 0 writes).
+
+        With LoRA the folder holds the merged model, and ``<path>_adapter`` beside it peft's
+        adapter folder (:meth:`RankEngine.save_hf`)."""
         wrote = self.save_hf("policy", path)
         if wrote:
             load_tokenizer(self.s.tokenizer_path).save_pretrained(path)

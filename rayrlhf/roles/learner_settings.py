@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from rayrlhf.algos.algorithms import Algorithm
-from rayrlhf.config import Config, EngineConfig
+from rayrlhf.config import Config, EngineConfig, LoraConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class LearnerSettings:
     policy_path: str
     value_path: str
     tokenizer_path: str
+    # LoRA: adapters on the policy (and on the value model's own backbone); None: full training.
+    lora: LoraConfig | None
+    # reference.mode learner: the learner computes ref_logprobs itself, as the policy with its
+    # adapters disabled (rayrlhf.lora.adapters_disabled); the refs it is given are None.
+    reference_in_learner: bool
     # Sampling, as the rollout workers sampled (log-probs are of the tempered distribution).
     temperature: float
     max_staleness: int
@@ -64,6 +69,8 @@ class LearnerSettings:
             policy_path=config.model.policy,
             value_path=config.value_path,
             tokenizer_path=config.tokenizer_path,
+            lora=config.model.lora,
+            reference_in_learner=config.uses_reference and not config.reference_workers,
             temperature=r.temperature,
             max_staleness=r.max_staleness,
             group_size=r.group_size,
@@ -84,7 +91,10 @@ class LearnerSettings:
             workers={
                 "rollout": r.num_workers,
                 "reward": config.reward.num_workers,
-                "reference": config.reference.num_workers,
+                # In the learner, the reference's busy time is summed over its ranks.
+                "reference": config.reference.num_workers
+                if config.reference_workers
+                else config.learner.num_ranks,
             },
             log_samples=config.run.log_samples,
             weight_bucket_bytes=int(config.weight_sync.bucket_mb * 2**20),

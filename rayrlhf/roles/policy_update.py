@@ -21,7 +21,8 @@ from rayrlhf.algos.masking import masked_mean
 from rayrlhf.algos.off_policy import behaviour_weights
 from rayrlhf.engine import grad_norm
 from rayrlhf.experience import RolloutBatch
-from rayrlhf.models import response_logprobs, response_values
+from rayrlhf.forward import response_logprobs, response_values
+from rayrlhf.micro_batches import row_costs
 from rayrlhf.roles.learner_settings import LearnerSettings, StepTensors
 from rayrlhf.roles.rank_engine import RankEngine
 
@@ -72,7 +73,6 @@ class PolicyUpdate:
         """
         lc, algo = self.s.engine, self.s.algo
         per_rank = lc.minibatch_size // self.rank.world_size
-        grad_accum = self.rank.grad_accum
         gen = torch.Generator().manual_seed(self.s.seed * 100003 + self.policy_version)
         orders = [torch.randperm(len(batch), generator=gen) for _ in range(lc.ppo_epochs)]
         units = {
@@ -82,39 +82,47 @@ class PolicyUpdate:
             "value": batch.response_mask.sum(-1).double(),  # the value loss is a token mean
         }
         engines = self._engines()
+        minibatches = [
+            (epoch, start, order[start : start + per_rank])
+            for epoch, order in enumerate(orders)
+            for start in range(0, len(batch), per_rank)
+        ]
         # Each minibatch's units over all ranks, for every engine: one all-reduce a step.
-        starts = range(0, len(batch), per_rank)
         local = {
-            f"{name}/{e}/{i}": units[name][o[i : i + per_rank]].sum()
+            f"{name}/{e}/{i}": units[name][rows].sum()
             for name, _ in engines
-            for e, o in enumerate(orders)
-            for i in starts
+            for e, i, rows in minibatches
         }
         global_units = self.rank.all_sum_named(local)
+        plan = self.rank.micro_batch_plan(
+            [rows for _, _, rows in minibatches],
+            row_costs(batch.attention_mask, lc.packing),
+        )
         sums: dict[str, float] = defaultdict(float)
         norms: dict[str, float] = defaultdict(float)
-        count = 0
-        for epoch, order in enumerate(orders):
-            for start in range(0, len(batch), lc.micro_batch_size):
-                idx = order[start : start + lc.micro_batch_size]
-                first = start - start % per_rank  # the minibatch this micro-batch belongs to
+        count = steps = 0
+        for (epoch, first, _), micro_batches in zip(minibatches, plan, strict=True):
+            for k, idx in enumerate(micro_batches):
                 weights = {
                     name: self.rank.loss_share(
                         float(units[name][idx].sum()), global_units[f"{name}/{epoch}/{first}"]
                     )
                     for name, _ in engines
                 }
+                boundary = k == len(micro_batches) - 1  # the minibatch's optimizer step
+                for _, engine in engines:
+                    engine.set_gradient_accumulation_boundary(boundary)
                 stats = self._micro_step(batch, t, idx, weights, capture and epoch == 0)
                 for key, v in stats.items():
                     sums[key] += v
                 count += 1
-                if count % grad_accum == 0:  # an optimizer step: its global gradient norms
-                    for name, engine in engines:
-                        norms[f"{name}/grad_norm"] += grad_norm(engine)
+            steps += 1
+            for name, engine in engines:  # an optimizer step: its global gradient norms
+                norms[f"{name}/grad_norm"] += grad_norm(engine)
         means = {key: v / max(count, 1) for key, v in sums.items()}
         # Global already (DeepSpeed reduces them), so equal on every rank: a loss scale that
         # depends on the rank count shows here even where Adam hides it in the parameters.
-        means.update({key: v / max(count // grad_accum, 1) for key, v in norms.items()})
+        means.update({key: v / max(steps, 1) for key, v in norms.items()})
         return means
 
     def _micro_step(
@@ -135,9 +143,18 @@ class PolicyUpdate:
         ids = batch.input_ids[idx].to(device)
         am = batch.attention_mask[idx].to(device)
         mask = batch.response_mask[idx].to(device)
+        packed = s.engine.packing
         logprobs, entropy = response_logprobs(
-            policy, ids, am, batch.prompt_len, s.temperature, with_entropy=True
+            policy,
+            ids,
+            am,
+            batch.prompt_len,
+            s.temperature,
+            with_entropy=True,
+            packed=packed,
+            entropy_grad=s.entropy_coef > 0,  # otherwise a metric: no graph over the vocabulary
         )
+        assert entropy is not None
         assert t.old_logprobs is not None
         if capture:  # the weights have not moved since the rollout: these are the old log-probs
             t.old_logprobs[idx] = (logprobs.detach().float() * mask).cpu()
@@ -161,7 +178,9 @@ class PolicyUpdate:
             constant=s.loss_constant,
             behaviour_weights=w,
         )
-        loss = pg.loss - s.entropy_coef * aggregate(entropy, mask, algo.loss_agg, s.loss_constant)
+        loss = pg.loss
+        if s.entropy_coef > 0:
+            loss = loss - s.entropy_coef * aggregate(entropy, mask, algo.loss_agg, s.loss_constant)
         stats = {
             "loss/policy": pg.loss.item(),
             **(_weight_stats(w, mask, s.behaviour_weight_cap) if w is not None else {}),
@@ -183,7 +202,7 @@ class PolicyUpdate:
         value = self.rank.engines.get("value")
         if value is not None:
             assert t.old_values is not None
-            values = response_values(value, ids, am, batch.prompt_len)
+            values = response_values(value, ids, am, batch.prompt_len, packed)
             vl = value_loss(
                 values=values,
                 old_values=t.old_values[idx].to(device),

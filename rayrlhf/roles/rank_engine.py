@@ -20,9 +20,11 @@ from torch import nn
 from rayrlhf.checkpoint import load_rank_state, save_rank_state
 from rayrlhf.config import EngineConfig
 from rayrlhf.engine import (
+    all_max,
     all_sum,
     build_engine,
     free_address,
+    gathered_state_dict,
     init_distributed,
     load_engine,
     optimizer_digest,
@@ -31,6 +33,8 @@ from rayrlhf.engine import (
     save_engine,
     save_hf_model,
 )
+from rayrlhf.lora import has_adapters, save_lora_model
+from rayrlhf.micro_batches import fixed_rows, micro_batch_count, split_rows
 from rayrlhf.models import disable_dropout
 
 
@@ -95,6 +99,23 @@ class RankEngine:
         keys = sorted(sums)
         return dict(zip(keys, self.all_sum(*(sums[k] for k in keys)), strict=True))
 
+    def micro_batch_plan(
+        self, minibatches: list[torch.Tensor], costs: torch.Tensor
+    ) -> list[list[torch.Tensor]]:
+        """Each minibatch's rows (indices into the step's batch) cut into micro-batches.
+
+        ``learner.micro_batch_size`` rows each, or with ``max_tokens_per_micro_batch`` as few
+        as keep each under the budget by ``costs`` (B,), balanced by tokens. Every rank runs the
+        same number of micro-batches a minibatch (DeepSpeed reduces gradients at each
+        backward): the largest any rank needs, agreed with one all-reduce.
+        """
+        budget = self.lc.max_tokens_per_micro_batch
+        if budget == 0:
+            return [fixed_rows(rows, self.lc.micro_batch_size) for rows in minibatches]
+        local = [micro_batch_count(costs[rows], budget) for rows in minibatches]
+        counts = all_max(local, self.world_size)
+        return [split_rows(rows, costs, n) for rows, n in zip(minibatches, counts, strict=True)]
+
     def loss_share(self, units: float, global_units: float) -> float:
         """The factor a micro-batch's loss is scaled by: its ``units`` (tokens or rows) over the
         global minibatch's. DeepSpeed divides by the accumulation steps and averages over ranks;
@@ -116,8 +137,18 @@ class RankEngine:
     # ---- saving and checkpoints ---------------------------------------------------------------
 
     def save_hf(self, name: str, path: str) -> bool:
-        """Save engine ``name``'s model as an HF folder (collective; rank 0 writes)."""
-        return save_hf_model(self.engines[name], self.lc.zero_stage, self.rank, path)
+        """Save engine ``name``'s model as an HF folder (collective; rank 0 writes).
+
+        With LoRA adapters: merged into a plain HF folder at ``path`` (what later stages and
+        evaluation load), and peft's adapter folder beside it (:func:`rayrlhf.lora.adapter_folder`).
+        """
+        engine = self.engines[name]
+        if not has_adapters(engine.module):
+            return save_hf_model(engine, self.lc.zero_stage, self.rank, path)
+        state = gathered_state_dict(engine, self.lc.zero_stage, self.rank)
+        if self.rank == 0:
+            save_lora_model(engine.module, path, state)
+        return self.rank == 0
 
     def rank_state(self) -> dict[str, Any]:
         """What this rank keeps besides its engines (counters, controllers)."""
@@ -133,14 +164,15 @@ class RankEngine:
         rank's own state and random generators. Returns the rank.
         """
         for name, engine in self.engines.items():
-            save_engine(engine, f"{path}/{name}")
+            # LoRA: the adapters (and a value head) and their optimizer state, not the base.
+            save_engine(engine, f"{path}/{name}", trainable_only=has_adapters(engine.module))
         save_rank_state(path, self.rank, self.rank_state())
         return self.rank
 
     def load_checkpoint(self, path: str) -> int:
         """Restore this rank's part of the checkpoint at ``path``; returns the rank."""
         for name, engine in self.engines.items():
-            load_engine(engine, f"{path}/{name}")
+            load_engine(engine, f"{path}/{name}", trainable_only=has_adapters(engine.module))
         self.load_rank_state(load_rank_state(path, self.rank))
         return self.rank
 

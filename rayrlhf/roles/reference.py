@@ -8,7 +8,9 @@ import torch
 
 from rayrlhf.config import Config
 from rayrlhf.experience import ReferenceLogprobs, Rollout
-from rayrlhf.models import load_policy, response_logprobs
+from rayrlhf.forward import response_logprobs
+from rayrlhf.micro_batches import micro_batch_count, row_costs, split_rows
+from rayrlhf.models import load_policy
 
 
 class ReferenceWorker:
@@ -19,17 +21,26 @@ class ReferenceWorker:
         self.temperature = config.rollout.temperature
         self.model = load_policy(config.model.policy, config.learner.precision).to(self.device)
         self.model.eval().requires_grad_(False)
+        self.packing = config.reference.packing
+        self.max_tokens = config.reference.max_tokens_per_micro_batch
 
     @torch.no_grad()
     def logprobs(self, rollout: Rollout) -> ReferenceLogprobs:
         """(B, R) reference log-probs of the chunk's response tokens, 0 off the response mask."""
         start = time.perf_counter()
-        logprobs, _ = response_logprobs(
-            self.model,
-            rollout.input_ids.to(self.device),
-            rollout.attention_mask.to(self.device),
-            rollout.prompt_ids.shape[1],
-            self.temperature,
-        )
+        ids, am, p = rollout.input_ids, rollout.attention_mask, rollout.prompt_ids.shape[1]
+        logprobs = torch.zeros(rollout.response_mask.shape)
+        rows, costs = torch.arange(len(rollout)), row_costs(am, self.packing)
+        count = micro_batch_count(costs, self.max_tokens) if self.max_tokens else 1
+        for idx in split_rows(rows, costs, count):
+            lp, _ = response_logprobs(
+                self.model,
+                ids[idx].to(self.device),
+                am[idx].to(self.device),
+                p,
+                self.temperature,
+                packed=self.packing,
+            )
+            logprobs[idx] = lp.float().cpu()
         logprobs = logprobs.cpu() * rollout.response_mask
         return ReferenceLogprobs(list(rollout.sample_ids), logprobs, time.perf_counter() - start)

@@ -39,6 +39,7 @@ def _local_sums(r: StepRecord) -> dict[str, torch.Tensor | float]:
     sums: dict[str, torch.Tensor | float] = {
         "n": len(batch),
         "tokens": mask.sum(),
+        "all_tokens": batch.attention_mask.sum(),
         "reward": batch.scores.sum(),
         "reward_sq": (batch.scores.double() ** 2).sum(),
         "kl": r.kl.sum() if r.kl is not None else 0.0,
@@ -82,6 +83,10 @@ def step_metrics(
         "time/generate": t["time/generate"] / s.workers["rollout"],
         "time/score": t["time/score"] / s.workers["reward"],
     }
+    if t["time/generate"] > 0:  # tokens a worker generates per second of its busy time
+        metrics["perf/generate_tokens_per_s"] = n_tok / t["time/generate"]
+    if t["time/reference"] > 0:
+        metrics["perf/reference_tokens_per_s"] = t["all_tokens"] / t["time/reference"]
     if r.kl is not None:
         metrics["kl/mean"] = t["kl"] / n  # summed over a response's tokens, mean over samples
         metrics["time/reference"] = t["time/reference"] / s.workers["reference"]

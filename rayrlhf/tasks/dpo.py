@@ -39,15 +39,28 @@ class Pair:
     ref: tuple[float, float] | None = None
 
 
-def sequence_logprobs(model: Any, examples: list[SFTExample], pad_id: int) -> Tensor:
-    """(B,) summed log-probs of each example's response tokens (prompt and padding excluded)."""
-    batch = collate_sft([[e] for e in examples], pad_id, packed=False)
+def sequence_logprobs(
+    model: Any, examples: list[SFTExample], pad_id: int, packed: bool = False
+) -> Tensor:
+    """(B,) summed log-probs of each example's response tokens (prompt and padding excluded).
+
+    ``packed``: the examples end to end in one row, positions restarting at each (transformers
+    confines attention to each example), no padding computed; the same sums.
+    """
+    packs = [examples] if packed else [[e] for e in examples]
+    batch = collate_sft(packs, pad_id, packed=packed)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     loss_mask = batch.pop("loss_mask")
     logits = model(**batch, use_cache=False).logits
     logprobs = logprobs_from_logits(logits[:, :-1].float(), batch["input_ids"][:, 1:])
-    return (logprobs * loss_mask[:, 1:]).sum(-1)
+    logprobs = logprobs * loss_mask[:, 1:]
+    if not packed:
+        return logprobs.sum(-1)
+    # Each predicted token's example: a response token never starts one (prompts are not empty).
+    lengths = torch.tensor([len(e.ids) for e in examples], device=device)
+    owner = torch.repeat_interleave(torch.arange(len(examples), device=device), lengths)[1:]
+    return logprobs.new_zeros(len(examples)).index_add(0, owner, logprobs[0])
 
 
 def pairs_digest(splits: dict[str, list[Pair]]) -> str:
@@ -70,6 +83,8 @@ class DPOTask:
         self.cfg = c = config.dpo
         self.rollout = config.rollout
         self.base = config.model.policy
+        self.lora = config.model.lora  # adapters on the base (merged when saved), or None
+        self.packing = c.learner.packing  # a micro-batch's sequences in one row, no padding
         self.tokenizer = load_tokenizer(config.tokenizer_path)
         train, held, self.report = load_split(
             c.data, c.heldout, c.heldout_fraction, "pairwise", config.run.seed
@@ -131,14 +146,16 @@ class DPOTask:
             for start in range(0, len(pairs), micro):
                 batch = pairs[start : start + micro]
                 examples = [p.chosen for p in batch] + [p.rejected for p in batch]
-                logprobs = sequence_logprobs(model, examples, pad).cpu()
+                logprobs = sequence_logprobs(model, examples, pad, self.packing).cpu()
                 values.append(torch.stack([logprobs[: len(batch)], logprobs[len(batch) :]], -1))
             part[name] = torch.cat(values)
         return part
 
     def build_model(self) -> nn.Module:
-        """The causal LM to train (``model.policy``, which is also the frozen reference)."""
-        return load_policy(self.base, "fp32")
+        """The causal LM to train (``model.policy``, which is also the frozen reference), with
+        LoRA adapters when ``model.lora`` is set: the reference is then exactly the base with
+        its adapters disabled, the model the reference workers load."""
+        return load_policy(self.base, "fp32", self.lora)
 
     def weight(self, item: Pair) -> float:
         """Each pair counts once: the loss is a mean over the minibatch's pairs."""
@@ -148,7 +165,8 @@ class DPOTask:
         """Summed DPO loss of a micro-batch and the sums behind its metrics."""
         c, n = self.cfg, len(items)
         examples = [p.chosen for p in items] + [p.rejected for p in items]
-        logprobs = sequence_logprobs(model, examples, self.tokenizer.pad_token_id)
+        pad = self.tokenizer.pad_token_id
+        logprobs = sequence_logprobs(model, examples, pad, self.packing)
         chosen, rejected = logprobs[:n], logprobs[n:]
         ref = torch.tensor([p.ref for p in items], dtype=logprobs.dtype, device=logprobs.device)
         tie = torch.tensor([p.tie for p in items], device=logprobs.device)

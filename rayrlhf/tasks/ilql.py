@@ -142,19 +142,25 @@ class ILQLTask:
         """Summed ILQL loss of a micro-batch (over its actions) and the sums of its terms."""
         c = self.cfg
         examples = [i.example for i in items]
-        batch = collate_sft([[e] for e in examples], self.tokenizer.pad_token_id, packed=False)
+        packed = c.learner.packing
+        # Packed: the micro-batch's examples end to end in one row (no padding), each one's
+        # states shifted by where it starts; otherwise one right-padded row each.
+        packs = [examples] if packed else [[e] for e in examples]
+        batch = collate_sft(packs, self.tokenizer.pad_token_id, packed=packed)
         states, not_done, lengths = action_layout(examples)
+        if packed:
+            starts = torch.tensor([0] + [len(e.ids) for e in examples[:-1]]).cumsum(0)
+            states = states + starts[:, None]
         width = states.shape[1] - 1
-        actions = torch.stack(
-            [batch["input_ids"][b, s[1 : width + 1]] for b, s in enumerate(states)]
-        )
+        rows = batch["input_ids"][[0] * len(examples)] if packed else batch["input_ids"]
+        actions = torch.stack([rows[b, s[1 : width + 1]] for b, s in enumerate(states)])
         actions = actions * not_done[:, :-1].long()  # padding actions: token 0, masked out
         scores = torch.tensor([i.score for i in items])
         rewards = last_action_rewards(scores, lengths, width)
         device = next(model.parameters()).device
         logits, qs, target_qs, vs = model(
             input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
+            attention_mask=batch["attention_mask"].to(device) if not packed else None,
             position_ids=batch["position_ids"].to(device),
             states=states.to(device),
         )

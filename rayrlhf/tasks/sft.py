@@ -38,7 +38,12 @@ class SFTTask:
             require_packed_masks()
         self.rollout = config.rollout  # prompts are shown as PPO will show them
         self.base = config.model.policy
+        self.lora = config.model.lora  # adapters on the base (merged when saved), or None
         self.tokenizer = load_tokenizer(config.tokenizer_path)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.learner_packing = self.cfg.learner.packing
+        if self.learner_packing:
+            require_packed_masks()
         accepted_only = self.cfg.feedback == "accepted"
         train_rows, held_rows, self.report = load_split(
             self.cfg.data,
@@ -63,8 +68,9 @@ class SFTTask:
         return pack_examples(examples, c.max_tokens) if c.packing else [[e] for e in examples]
 
     def build_model(self) -> nn.Module:
-        """The causal LM to fine-tune (``model.policy``)."""
-        return load_policy(self.base, "fp32")
+        """The causal LM to fine-tune (``model.policy``), with LoRA adapters when
+        ``model.lora`` is set (only they train)."""
+        return load_policy(self.base, "fp32", self.lora)
 
     def weight(self, item: list[SFTExample]) -> float:
         """Response tokens of a pack: the loss is a token mean over the minibatch."""
@@ -72,7 +78,10 @@ class SFTTask:
 
     def loss_sums(self, model: Any, items: list[list[SFTExample]]) -> tuple[Tensor, dict]:
         """Summed response-token NLL of a micro-batch of packs."""
-        batch = collate_sft(items, self.tokenizer.pad_token_id, self.cfg.packing)
+        if self.learner_packing:  # the micro-batch's examples in one row: no padding computed
+            batch = collate_sft([[e for pack in items for e in pack]], self.pad_id, packed=True)
+        else:
+            batch = collate_sft(items, self.pad_id, self.cfg.packing)
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         loss_mask = batch.pop("loss_mask")

@@ -95,11 +95,22 @@ def load_full_state_dict(
     share storage with a loaded one may be missing; anything unexpected or otherwise missing is
     an error.
     """
-    own = dict(model.named_parameters())  # named_parameters() lists a tied weight once
-    known = set(model.state_dict())
-    if isinstance(state_dict, Mapping):  # checked before anything is copied: all or nothing
-        _check_names(set(state_dict) - known, set(own) - set(state_dict))
-    pairs = state_dict.items() if isinstance(state_dict, Mapping) else state_dict
+    # named_parameters() lists a tied weight once; state_dict() names its aliases too.
+    copy_named(dict(model.named_parameters()), set(model.state_dict()), state_dict, "weight sync")
+
+
+def copy_named(
+    own: Mapping[str, torch.Tensor],
+    known: set[str],
+    weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    what: str,
+) -> None:
+    """Copy ``weights`` into the tensors ``own`` by name; ``known`` names may also arrive (tied
+    aliases: skipped). Every name of ``own`` must arrive, and no name outside ``known``; a
+    mapping is checked before anything is copied (all or nothing). ``what`` names the errors."""
+    if isinstance(weights, Mapping):
+        _check_names(set(weights) - known, set(own) - set(weights), what)
+    pairs = weights.items() if isinstance(weights, Mapping) else weights
     seen: set[str] = set()
     unexpected: list[str] = []
     with torch.no_grad():
@@ -112,18 +123,15 @@ def load_full_state_dict(
             if param is None:  # a tied alias of a parameter listed under another name
                 continue
             if src.shape != param.shape:
-                raise ValueError(
-                    f"weight sync shape mismatch for {name}: {src.shape} vs {param.shape}"
-                )
+                raise ValueError(f"{what} shape mismatch for {name}: {src.shape} vs {param.shape}")
             param.copy_(src.to(param.device, param.dtype))
-    _check_names(set(unexpected), set(own) - seen)
+    _check_names(set(unexpected), set(own) - seen, what)
 
 
-def _check_names(unexpected: set[str], missing: set[str]) -> None:
+def _check_names(unexpected: set[str], missing: set[str], what: str) -> None:
     if unexpected or missing:
         raise ValueError(
-            f"weight sync mismatch: unexpected {sorted(unexpected)[:5]}, "
-            f"missing {sorted(missing)[:5]}"
+            f"{what} mismatch: unexpected {sorted(unexpected)[:5]}, missing {sorted(missing)[:5]}"
         )
 
 
