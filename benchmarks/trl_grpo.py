@@ -1,18 +1,27 @@
 """TRL's GRPOTrainer on a model folder: the TRL half of ``vs_trl.py`` (run in TRL's own venv).
 
-    TRL_VENV/bin/python benchmarks/trl_grpo.py --model DIR --prompts FILE --steps N ... --out F
+    TRL_VENV/bin/python benchmarks/trl_grpo.py --model DIR --prompts FILE --steps N ...
+        --reward rayrlhf.rewards.MODULE:NAME --out F
 
 Writes a JSON file: per step the wall time at its end and the mean reward. It imports from
-rayrlhf only the reward function module (pure Python, no dependencies), so both trainers score
-with the very same code.
+rayrlhf only the reward function's module (pure Python; ``sentiment`` needs ``vaderSentiment``,
+which the TRL venv has, and nothing of rayrlhf's own dependencies), so both trainers score with
+the very same code.
+
+Prompts are plain strings, so TRL applies no chat template: in TRL 1.16 ``GRPOTrainer``
+renders a chat template only when ``is_conversational`` (a list of role/content messages) and
+otherwise tokenizes the text as it is, as rayrlhf's ``rollout.template=plain`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,12 +30,19 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from rayrlhf.rewards.rules import target_word_frequency  # noqa: E402
+RewardFn = Callable[[list[str], list[str]], list[float]]
 
 
-def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
-    """TRL's reward signature around rayrlhf's function."""
-    return target_word_frequency(prompts, completions)
+def trl_reward(spec: str) -> Callable[..., list[float]]:
+    """TRL's reward signature around the rayrlhf function ``MODULE:NAME``."""
+    module, name = spec.split(":")
+    fn: RewardFn = getattr(importlib.import_module(module), name)
+
+    def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
+        return fn(prompts, completions)
+
+    reward.__name__ = name  # TRL logs each reward function under its name
+    return reward
 
 
 class StepClock(TrainerCallback):
@@ -41,7 +57,7 @@ class StepClock(TrainerCallback):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    for name in ("--model", "--prompts", "--out"):
+    for name in ("--model", "--prompts", "--out", "--reward"):
         ap.add_argument(name, required=True)
     for name in ("--steps", "--completions", "--group-size", "--max-new-tokens", "--seed"):
         ap.add_argument(name, type=int, required=True)
@@ -72,14 +88,19 @@ def main() -> None:
         seed=a.seed,
         use_cpu=True,
         bf16=False,
+        # TRL's default is True (recompute activations in backward, ~20% slower training);
+        # rayrlhf's learner does not recompute (learner.gradient_checkpointing=false)
+        gradient_checkpointing=False,
         disable_tqdm=True,
     )
     clock = StepClock()
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[reward],
+        reward_funcs=[trl_reward(a.reward)],
         args=args,
-        train_dataset=Dataset.from_dict({"prompt": prompts * 50}),
+        # plain strings: no chat template (see the module docstring); at least 1,000 rows so a
+        # short prompt file (the tiny mode's 20) gives TRL's sampler the same rows as before
+        train_dataset=Dataset.from_dict({"prompt": prompts * math.ceil(1000 / len(prompts))}),
         processing_class=tok,
         callbacks=[clock],
     )

@@ -1,5 +1,5 @@
-"""1 learner rank (ZeRO-2) and 2 ranks (ZeRO-3) given the same global batch reach the same
-parameters and gradients.
+"""1 learner rank (ZeRO-2), 2 ranks (ZeRO-3) and 2 ranks cutting micro-batches by a token
+budget, given the same global batch, reach the same parameters and gradients.
 
 Sampling is seeded per chunk, whitening and losses are normalised over the global minibatch, so
 the rank count changes only the order of float sums: the parameters agree to float precision.
@@ -20,10 +20,13 @@ pytestmark = pytest.mark.integration
 STEPS = 3
 
 
-def _train(make_config, tmp_path, ranks: int, zero_stage: int) -> dict[str, torch.Tensor]:
+def _train(
+    make_config, tmp_path, ranks: int, zero_stage: int, *extra: str
+) -> dict[str, torch.Tensor]:
+    name = f"eq{ranks}-{zero_stage}-{len(extra)}"
     cfg = make_config(
         f"run.num_steps={STEPS}",
-        f"run.name=eq{ranks}",
+        f"run.name={name}",
         f"learner.num_ranks={ranks}",
         f"learner.zero_stage={zero_stage}",
         "rollout.prompts_per_step=16",
@@ -33,8 +36,9 @@ def _train(make_config, tmp_path, ranks: int, zero_stage: int) -> dict[str, torc
         "learner.ppo_epochs=2",
         "learner.policy_lr=1e-4",
         "learner.value_lr=1e-4",
+        *extra,
     )
-    trainer = OnlineTrainer(cfg, tmp_path / f"eq{ranks}")
+    trainer = OnlineTrainer(cfg, tmp_path / name)
     try:
         history = trainer.run()
         weights = unflatten_params(ray.get(trainer.learners.policy_weights()))
@@ -47,6 +51,11 @@ def test_one_and_two_ranks_reach_the_same_parameters(ray_local, make_config, tmp
     runs = {
         (1, 2): _train(make_config, tmp_path, 1, 2),
         (2, 3): _train(make_config, tmp_path, 2, 3),
+        # Micro-batches by a token budget: a different split on each rank and minibatch (the
+        # ranks agree on the count), the same update; the first two runs pack, this one too.
+        (2, 2, "budget"): _train(
+            make_config, tmp_path, 2, 2, "learner.max_tokens_per_micro_batch=40"
+        ),
     }
     base = runs[(1, 2)]
     initial_gap = None

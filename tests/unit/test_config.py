@@ -134,3 +134,25 @@ def test_the_online_section_keeps_its_old_name_ppo(tmp_path):
     assert "ppo" not in to_dict(cfg)
     with pytest.raises(ConfigError, match="online.clip_range"):
         load(path, [*BASE, "ppo.clip_range=2"])
+
+
+def test_how_forward_passes_are_laid_out_decides_no_result_but_sft_packing_does():
+    from rayrlhf.config.results import decided_fields, fingerprint, is_execution
+
+    for path in (
+        "learner.packing",
+        "learner.max_tokens_per_micro_batch",
+        "sft.learner.fused_optimizer",
+        "reference.packing",
+        "reference.mode",
+        "dpo.learner.peak_tflops",
+    ):
+        assert is_execution(path), path
+    assert not is_execution("sft.packing")  # packs examples into fewer items: other steps
+    assert not is_execution("learner.policy_lr")
+    # A field a later version adds, unset by default, leaves a fingerprint as it was.
+    tree = {"model": {"policy": "p"}, "learner": {"policy_lr": 1e-5}}
+    with_unset = {"model": {"policy": "p", "lora": None}, "learner": {"policy_lr": 1e-5}}
+    assert decided_fields(with_unset) == decided_fields(tree)
+    assert fingerprint(with_unset) == fingerprint(tree)
+    assert fingerprint({**tree, "model": {"policy": "p", "lora": {"rank": 8}}}) != fingerprint(tree)

@@ -208,3 +208,21 @@ def test_a_resumed_ilql_run_ends_with_the_same_heads_and_targets(ilql_config, tm
     assert first.state_digest() == second.state_digest()
     targets = [list(x.engine.module.heads.target_q.parameters()) for x in (first, second)]
     assert all(torch.equal(a, b) for a, b in zip(*targets, strict=True))
+
+
+def test_packed_micro_batches_give_the_padded_loss_and_gradients(ilql_config):
+    """learner.packing puts a micro-batch's examples in one row: the same loss terms and
+    gradients as one right-padded row each."""
+    out = {}
+    for packed in (False, True):
+        task = ILQLTask(ilql_config(f"ilql.learner.packing={str(packed).lower()}"))
+        torch.manual_seed(0)
+        model = task.build_model()
+        loss, terms = task.loss_sums(model, task.train[:6])
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        out[packed] = (loss.detach(), terms, grads)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-5)
+    assert out[True][1] == pytest.approx(out[False][1], rel=1e-5, abs=1e-6)
+    for a, b in zip(out[True][2], out[False][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

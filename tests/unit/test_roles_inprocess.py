@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rayrlhf.experience import PromptChunk
-from rayrlhf.models import load_policy, response_logprobs
+from rayrlhf.forward import response_logprobs
+from rayrlhf.models import load_policy
 from rayrlhf.roles.reference import ReferenceWorker
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker

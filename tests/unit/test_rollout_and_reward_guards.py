@@ -16,7 +16,8 @@ import torch
 
 from rayrlhf.config import Config, RewardConfig, load
 from rayrlhf.experience import PromptChunk, Rollout
-from rayrlhf.models import load_policy, load_tokenizer, response_logprobs
+from rayrlhf.forward import response_logprobs
+from rayrlhf.models import load_policy, load_tokenizer
 from rayrlhf.roles.reward import RewardError, RewardWorker, validate_scores
 from rayrlhf.roles.rollout import RolloutWorker
 from rayrlhf.weights.transport import FlatWeights, flatten_params

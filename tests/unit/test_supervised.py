@@ -181,3 +181,33 @@ def test_disable_dropout_keeps_train_mode_deterministic():
     assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout 0.1 is live
     disable_dropout(model)
     assert model.training and torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_sft_micro_batches_packed_in_one_row_give_the_padded_loss(make_config, tmp_path):
+    """learner.packing lays a micro-batch's examples end to end: the same summed NLL and
+    gradients as one padded row each."""
+    from rayrlhf.tasks.sft import SFTTask
+
+    rows = [
+        {"prompt": " ".join(["bad"] * (1 + i % 5)), "response": " good" * (1 + i % 3)}
+        for i in range(8)
+    ]
+    data = _write(tmp_path / "sft.jsonl", rows)
+    out = {}
+    for packed in (False, True):
+        config = make_config(
+            f"sft.data.path={data}",
+            "rollout.template=plain",
+            "sft.heldout_fraction=0.25",
+            f"sft.learner.packing={str(packed).lower()}",
+        )
+        task = SFTTask(config)
+        torch.manual_seed(0)
+        model = task.build_model()
+        loss, stats = task.loss_sums(model, task.train[:5])
+        loss.backward()
+        out[packed] = (loss.detach(), stats, [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-5)
+    assert out[True][1]["tokens"] == out[False][1]["tokens"]
+    for a, b in zip(out[True][2], out[False][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
