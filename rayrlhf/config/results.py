@@ -112,13 +112,19 @@ def stage_tree(tree: dict[str, Any], stage: str) -> dict[str, Any]:
     return {k: v for k, v in tree.items() if k not in ("sft", "reward_model")}
 
 
-def decided_fields(part: dict[str, Any]) -> dict[str, Any]:
-    """``{dotted.path: value}`` of the fields of ``part`` that decide a result.
+# Fields added after finished stages existed whose default is unset (None): left out of a
+# fingerprint while unset, so a stage finished before them keeps its fingerprint.
+ADDED_UNSET = frozenset({"model.lora"})
 
-    An unset (None) field is left out, as if absent: a field a later version adds, unset by
-    default (``model.lora``), leaves the fingerprints of finished stages as they were.
-    """
-    return {p: v for p, v in flatten(part).items() if not is_execution(p) and v is not None}
+
+def decided_fields(part: dict[str, Any]) -> dict[str, Any]:
+    """``{dotted.path: value}`` of the fields of ``part`` that decide a result (an
+    :data:`ADDED_UNSET` field only when set)."""
+    return {
+        p: v
+        for p, v in flatten(part).items()
+        if not is_execution(p) and not (v is None and p in ADDED_UNSET)
+    }
 
 
 def fingerprint(part: dict[str, Any], *extra: Any) -> str:
