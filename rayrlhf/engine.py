@@ -100,7 +100,7 @@ def deepspeed_config(cfg: EngineConfig, lr: float, warmup_steps: int = 0) -> dic
     optimizer steps, then holds it.
     """
     per_rank = cfg.minibatch_size // cfg.num_ranks
-    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    zero: dict[str, Any] = {"stage": cfg.effective_zero_stage}
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.device == "cuda"}
     if cfg.offload_params:
@@ -173,7 +173,7 @@ def build_engine(model: nn.Module, lr: float, cfg: EngineConfig, warmup_steps: i
     engine, *_ = ds.initialize(
         model=model, model_parameters=params, optimizer=optimizer, config=conf
     )
-    if cfg.zero_stage == 0:
+    if cfg.effective_zero_stage == 0:
         _plain_data_parallel(engine, cfg.num_ranks)
     return engine
 

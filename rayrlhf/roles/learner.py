@@ -71,7 +71,9 @@ class Learner(RankEngine):
         self.value = self.engines.get("value")
         self.update = PolicyUpdate(self.s, self)
         self.flops = FlopCounter(self.policy.module, self.value.module if self.value else None)
-        self.peak_tflops = lc.peak_tflops or probe_peak_tflops(self.device, DTYPES[lc.precision])
+        # Measured after the first train phase, not here: the other roles are loading their
+        # models now and would share the cores with the probe.
+        self.peak_tflops = lc.peak_tflops
         return self.rank
 
     def _global_mean_var(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
@@ -216,6 +218,8 @@ class Learner(RankEngine):
                 "slots": real.sum() if lc.packing else batch.attention_mask.numel(),
             }
         )
+        if not self.peak_tflops:
+            self.peak_tflops = probe_peak_tflops(self.device, DTYPES[lc.precision])
         tflops = t["flops"] / max(train_s, 1e-9) / self.world_size / 1e12
         return {
             "perf/padding_fraction": 1.0 - t["real"] / max(t["slots"], 1.0),
