@@ -143,13 +143,14 @@ class Learner(RankEngine):
         return out * batch.response_mask
 
     def _old_logprobs_first(self, batch: RolloutBatch) -> bool:
-        """Whether the old log-probs must be computed before training: when the KL sits in the
-        reward (the advantages read it), or when the step has several minibatches (an optimizer
-        step would come before some rows' first forward). Otherwise the first epoch's own
-        forward passes give them, and a whole forward pass a step is saved."""
+        """Whether the old log-probs must be computed before training: when the step has several
+        minibatches (an optimizer step would come before some rows' first forward), or when the
+        KL sits in the reward (the advantages read it) and the rollout's log-probs are not the
+        old ones to float rounding. Otherwise the first epoch's own forward passes give them,
+        and a whole forward pass a step is saved."""
         kl_in_reward = self.s.algo.kl_in == "reward" and batch.ref_logprobs is not None
         one_minibatch = len(batch) == self.s.engine.minibatch_size // self.world_size
-        return kl_in_reward or not one_minibatch
+        return (kl_in_reward and not self.s.behaviour_is_old) or not one_minibatch
 
     def train_step(
         self, rollouts: list, scores: list, refs: list, rows: list | None = None
@@ -239,9 +240,13 @@ class Learner(RankEngine):
         """(B, R) per-token KL to the reference (None without one, or when the old log-probs
         come later, from the first epoch), and the step's tensors with advantages and returns."""
         s, algo, mask = self.s, self.s.algo, batch.response_mask
-        kl = None
-        if batch.ref_logprobs is not None and old_logprobs is not None:
-            kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, batch.ref_logprobs) * mask
+        kl, old = None, old_logprobs
+        if old is None and algo.kl_in == "reward" and s.behaviour_is_old:
+            # The HF sampler's log-probs under the learner's weights: the old ones to float
+            # rounding (rollout/logprob_mismatch, about 3e-6 in the demo, shows how close).
+            old = batch.logprobs
+        if batch.ref_logprobs is not None and old is not None:
+            kl = KL_ESTIMATORS[algo.kl_estimator](old, batch.ref_logprobs) * mask
         scores = batch.scores.clamp(-s.reward_clip, s.reward_clip)
         in_reward = kl is not None and algo.kl_in == "reward"
         penalty = kl if in_reward else torch.zeros_like(batch.logprobs)

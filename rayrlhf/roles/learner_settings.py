@@ -35,6 +35,9 @@ class LearnerSettings:
     # Sampling, as the rollout workers sampled (log-probs are of the tempered distribution).
     temperature: float
     max_staleness: int
+    # The rollout's log-probs are the old policy's to float rounding: fresh samples from the
+    # HF engine, which runs the learner's model class in the learner's precision.
+    behaviour_is_old: bool
     group_size: int
     # Clipped policy gradient, value loss and rewards.
     clip_range: float
@@ -73,6 +76,7 @@ class LearnerSettings:
             reference_in_learner=config.uses_reference and not config.reference_workers,
             temperature=r.temperature,
             max_staleness=r.max_staleness,
+            behaviour_is_old=r.backend == "hf" and r.max_staleness == 0,
             group_size=r.group_size,
             clip_range=p.clip_range,
             value_clip_range=p.value_clip_range,

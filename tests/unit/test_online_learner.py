@@ -127,3 +127,28 @@ def test_one_rank_runs_zero_1_and_2_as_stage_0_and_reports_its_gradient_norm(
     clipped = _setup(_config(tiny_model, prompts_file, "learner.max_grad_norm=1e-6"))
     again = _train(clipped, config, 0)
     assert again["policy/grad_norm"] == pytest.approx(metrics["policy/grad_norm"], rel=1e-6)
+
+
+def test_fresh_hf_samples_take_the_kl_from_the_sampler_and_save_a_forward(
+    tiny_model, prompts_file
+):
+    """PPO's KL sits in the reward: with fresh samples from the HF engine (the learner's model
+    in its precision) the sampler's log-probs are the old ones to rounding, so the step skips
+    the separate old-log-prob forward pass and trains as the recomputing step does."""
+    import dataclasses
+
+    config = _config(tiny_model, prompts_file)
+    inputs = _step_inputs(config, 0, 0)
+    runs = {}
+    for reuse in (True, False):
+        learner = _setup(config)
+        assert learner.s.behaviour_is_old
+        learner.s = dataclasses.replace(learner.s, behaviour_is_old=reuse)
+        learner.update.s = learner.s
+        calls = []
+        learner.policy.module.register_forward_pre_hook(lambda *_: calls.append(1))
+        runs[reuse] = (learner.train_step(*inputs), len(calls))
+    (reused, n_reused), (recomputed, n_recomputed) = runs[True], runs[False]
+    assert n_recomputed - n_reused == 2  # the old-log-prob pass over two micro-batches, saved
+    for key in ("kl/mean", "loss/policy", "loss/value", "policy/grad_norm", "reward/mean"):
+        assert reused[key] == pytest.approx(recomputed[key], rel=1e-4, abs=1e-6), key
