@@ -65,7 +65,7 @@ def demo_batch(model: str, rows: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def rayrlhf_inputs(b: dict, version: int) -> tuple[list, list, list]:
+def rayrlhf_inputs(b: dict, version: int, group: int) -> tuple[list, list, list]:
     ids = [f"s{i}" for i in range(len(b["scores"]))]
     rollout = Rollout(
         ids,
@@ -77,6 +77,7 @@ def rayrlhf_inputs(b: dict, version: int) -> tuple[list, list, list]:
         torch.zeros(b["response_mask"].shape),
         ["p"] * len(ids),
         ["r"] * len(ids),
+        group_size=group,
     )
     return [rollout], [Scores(ids, b["scores"])], [ReferenceLogprobs(ids, b["ref"] * 1.0)]
 
@@ -111,7 +112,12 @@ class PlainLoop:
                 agg="token_mean",
                 constant=1.0,
             )
-            (pg.loss * mask[s].sum() / tokens).backward()
+            loss = pg.loss
+            if self.value is None:  # GRPO: its k3 KL to the reference in the loss
+                log_ratio = b["ref"][s] - lp
+                k3 = (log_ratio.exp() - log_ratio - 1) * mask[s]
+                loss = loss + 0.05 * k3.sum() / mask[s].sum()
+            (loss * mask[s].sum() / tokens).backward()
             if self.value is not None:
                 v = response_values(self.value, ids[s], am[s], p, packed=self.packed)
                 vl = value_loss(
@@ -156,6 +162,7 @@ def main() -> None:
     batch = demo_batch(model, 16)
     prompts = Path(tmp.name) / "prompts.jsonl"
     prompts.write_text('{"prompt": "a"}\n' * 16)
+    group = 4 if args.algorithm == "grpo" else 1  # GRPO: 4 prompts × 4, as review_grpo.yaml
     modes = {"both": [False, True], "on": [True], "off": [False]}[args.packing]
     out: dict = {"model": Path(args.model).name, "algorithm": args.algorithm, "steps": args.steps}
     for packed in modes:
@@ -166,7 +173,9 @@ def main() -> None:
                 f"data.prompts={prompts}",
                 f"algorithm.name={args.algorithm}",
                 "reward.function=rayrlhf.rewards.rules:target_word_frequency",
-                "rollout.prompts_per_step=16",
+                f"rollout.prompts_per_step={16 // group}",
+                f"rollout.group_size={group}",
+                f"rollout.chunk_size={16 // group}",
                 "learner.minibatch_size=16",
                 "learner.micro_batch_size=8",
                 "learner.policy_lr=1e-5",
@@ -182,7 +191,7 @@ def main() -> None:
         ours, floor, cpu, faults = [], [], {"rayrlhf": [], "plain": []}, []
         for _ in range(args.steps):
             c0, f0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            m = learner.train_step(*rayrlhf_inputs(batch, learner.policy_version))
+            m = learner.train_step(*rayrlhf_inputs(batch, learner.policy_version, group))
             c1, f1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             ours.append(m["time/train"])
             floor.append(plain.step(batch))
