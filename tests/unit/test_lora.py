@@ -14,10 +14,11 @@ import math
 
 import pytest
 import torch
+from inprocess import setup_learner, step_config
 from preference_rows import good_beats_bad
 from trained import assert_learns
 
-from rayrlhf.config import ConfigError, load
+from rayrlhf.config import ConfigError
 from rayrlhf.engine import full_shapes
 from rayrlhf.experience import PromptChunk
 from rayrlhf.forward import response_logprobs
@@ -52,28 +53,14 @@ def wide_model(tmp_path_factory):
 
 
 def _config(model, prompts_file, *extra: str):
-    return load(
-        None,
-        [
-            f"model.policy={model}",
-            f"data.prompts={prompts_file}",
-            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
-            "rollout.max_new_tokens=8",
-            "rollout.prompts_per_step=4",
-            "rollout.chunk_size=4",
-            "learner.minibatch_size=4",
-            "learner.micro_batch_size=2",
-            "learner.policy_lr=1e-2",  # adapters learn at a higher rate than full weights
-            "learner.value_lr=1e-2",
-            *extra,
-        ],
+    # Adapters learn at a higher rate than full weights.
+    return step_config(
+        model, prompts_file, "learner.policy_lr=1e-2", "learner.value_lr=1e-2", *extra
     )
 
 
 def _setup(config) -> Learner:
-    learner = Learner(config, 0)
-    learner.setup(*learner.rendezvous_address())
-    return learner
+    return setup_learner(config)
 
 
 def _step(learner: Learner, config, step: int, worker: RolloutWorker | None = None) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from inprocess import setup_learner, step_config
 
-from rayrlhf.config import load
 from rayrlhf.experience import PromptChunk
 from rayrlhf.metrics import comparable
 from rayrlhf.roles.learner import Learner
@@ -19,22 +19,7 @@ PROMPTS = ["the movie was very", "a film is", "the plot", "this story was"]
 
 
 def _config(tiny_model, prompts_file, *extra: str):
-    return load(
-        None,
-        [
-            f"model.policy={tiny_model}",
-            f"data.prompts={prompts_file}",
-            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
-            "rollout.max_new_tokens=8",
-            "rollout.prompts_per_step=4",
-            "rollout.chunk_size=4",
-            "learner.minibatch_size=4",
-            "learner.micro_batch_size=2",
-            "learner.policy_lr=1e-3",
-            "learner.value_lr=1e-3",
-            *extra,
-        ],
-    )
+    return step_config(tiny_model, prompts_file, *extra)
 
 
 def _step_inputs(config, step: int, version: int, weights=None) -> tuple[list, list, list]:
@@ -55,9 +40,7 @@ def _step_inputs(config, step: int, version: int, weights=None) -> tuple[list, l
 
 
 def _setup(config) -> Learner:
-    learner = Learner(config, 0)
-    learner.setup(*learner.rendezvous_address())
-    return learner
+    return setup_learner(config)
 
 
 def _train(learner: Learner, config, step: int) -> dict:
@@ -129,9 +112,7 @@ def test_one_rank_runs_zero_1_and_2_as_stage_0_and_reports_its_gradient_norm(
     assert again["policy/grad_norm"] == pytest.approx(metrics["policy/grad_norm"], rel=1e-6)
 
 
-def test_fresh_hf_samples_take_the_kl_from_the_sampler_and_save_a_forward(
-    tiny_model, prompts_file
-):
+def test_fresh_hf_samples_take_the_kl_from_the_sampler_and_save_a_forward(tiny_model, prompts_file):
     """PPO's KL sits in the reward: with fresh samples from the HF engine (the learner's model
     in its precision) the sampler's log-probs are the old ones to rounding, so the step skips
     the separate old-log-prob forward pass and trains as the recomputing step does."""
@@ -145,8 +126,8 @@ def test_fresh_hf_samples_take_the_kl_from_the_sampler_and_save_a_forward(
         assert learner.s.behaviour_is_old
         learner.s = dataclasses.replace(learner.s, behaviour_is_old=reuse)
         learner.update.s = learner.s
-        calls = []
-        learner.policy.module.register_forward_pre_hook(lambda *_: calls.append(1))
+        calls: list[int] = []
+        learner.policy.module.register_forward_pre_hook(lambda *_, c=calls: c.append(1))
         runs[reuse] = (learner.train_step(*inputs), len(calls))
     (reused, n_reused), (recomputed, n_recomputed) = runs[True], runs[False]
     assert n_recomputed - n_reused == 2  # the old-log-prob pass over two micro-batches, saved

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import step_config
 from torch import Tensor
 
-from rayrlhf.config import Config, load
+from rayrlhf.config import Config
 from rayrlhf.data.encode import SFTExample
 from rayrlhf.experience import PromptChunk, Rollout, Scores
 from rayrlhf.models import load_policy, load_tokenizer
@@ -36,22 +37,8 @@ PROMPTS = ["the movie was very", "a film is", "the plot", "this story was"]
 def _config(policy: Path, prompts_file: Path, *extra: str) -> Config:
     """One step of four samples in one chunk, one minibatch and one micro-batch: every
     per-micro-batch metric is then the whole batch's."""
-    return load(
-        None,
-        [
-            f"model.policy={policy}",
-            f"data.prompts={prompts_file}",
-            "reward.function=rayrlhf.rewards.rules:target_word_frequency",
-            "rollout.max_new_tokens=8",
-            "rollout.prompts_per_step=4",
-            "rollout.chunk_size=4",
-            "learner.minibatch_size=4",
-            "learner.micro_batch_size=4",
-            "learner.ppo_epochs=1",
-            "learner.policy_lr=1e-3",
-            "learner.value_lr=1e-3",
-            *extra,
-        ],
+    return step_config(
+        policy, prompts_file, "learner.micro_batch_size=4", "learner.ppo_epochs=1", *extra
     )
 
 
