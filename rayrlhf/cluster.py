@@ -121,12 +121,9 @@ class RoleGroup:
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
             "max_concurrency": 1,  # a role's calls run one at a time, in submission order
-        }
-        if not _job_sets_actor_env():
             # Merged with the job's environment: malloc keeps freed memory (rayrlhf.actor_env).
-            # An actor of its own environment cannot take one of Ray's started workers, so this
-            # is only for a cluster whose job did not set it (a local Ray does).
-            options["runtime_env"] = {"env_vars": dict(ACTOR_ENV)}
+            "runtime_env": {"env_vars": dict(ACTOR_ENV)},
+        }
         if slot.pg is not None:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_group=slot.pg, placement_group_bundle_index=slot.bundle
@@ -195,12 +192,6 @@ class RoleGroup:
         for pg in self._pgs:
             remove_placement_group(pg)
         self.actors, self.names, self._slots, self._pgs = [], [], [], []
-
-
-def _job_sets_actor_env() -> bool:
-    """Whether this job's runtime environment already gives every worker :data:`ACTOR_ENV`."""
-    env = ray.get_runtime_context().runtime_env.get("env_vars") or {}
-    return all(env.get(k) == v for k, v in ACTOR_ENV.items())
 
 
 def run_tag(config: Config) -> str:

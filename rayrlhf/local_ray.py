@@ -16,7 +16,6 @@ from contextlib import contextmanager
 
 import ray
 
-from rayrlhf.actor_env import ACTOR_ENV
 from rayrlhf.log_setup import QUIET_ENV
 
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -56,8 +55,6 @@ def start_local(num_cpus: int, namespace: str) -> None:
             # hook imports nothing, transformers reads its variables when it is imported.
             runtime_env={
                 "worker_process_setup_hook": "rayrlhf.log_setup.quiet_warnings",
-                # and starts with malloc keeping freed memory (rayrlhf.actor_env): set for the
-                # job, so Ray's pool of started workers serves the actors too.
-                "env_vars": {**QUIET_ENV, **ACTOR_ENV},
+                "env_vars": dict(QUIET_ENV),
             },
         )

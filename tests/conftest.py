@@ -59,15 +59,6 @@ def ray_local():
     import ray
 
     # Logical CPUs, not cores: a module-scoped run may stay alive while other tests start theirs.
-    # The actors' environment for the whole job, as a local Ray rayrlhf starts sets it: Ray's
-    # started workers then serve the actors (an actor environment of its own would not).
-    from rayrlhf.actor_env import ACTOR_ENV
-
-    ray.init(
-        num_cpus=32,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": dict(ACTOR_ENV)},
-    )
+    ray.init(num_cpus=32, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
