@@ -66,3 +66,13 @@ def split_rows(rows: torch.Tensor, costs: torch.Tensor, count: int) -> list[torc
 def fixed_rows(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
     """``rows`` in consecutive micro-batches of ``size`` (the last may be smaller)."""
     return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def local_micro_batches(
+    rows: torch.Tensor, costs: torch.Tensor, max_tokens: int, rows_each: int
+) -> list[torch.Tensor]:
+    """``rows`` cut for a pass that needs no agreement with other ranks (no gradients):
+    ``rows_each`` at a time, or with a ``max_tokens`` budget as few as keep each under it."""
+    if max_tokens == 0:
+        return fixed_rows(rows, rows_each)
+    return split_rows(rows, costs, micro_batch_count(costs[rows], max_tokens))

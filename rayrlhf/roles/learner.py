@@ -28,7 +28,7 @@ from rayrlhf.engine import full_shapes, iter_full_params
 from rayrlhf.experience import RolloutBatch, join_chunks
 from rayrlhf.forward import response_logprobs, response_values
 from rayrlhf.lora import adapters_disabled, is_adapter_name
-from rayrlhf.micro_batches import fixed_rows, micro_batch_count, row_costs, split_rows
+from rayrlhf.micro_batches import local_micro_batches, row_costs
 from rayrlhf.models import DTYPES, load_policy, load_tokenizer, load_value_model
 from rayrlhf.perf import FlopCounter, probe_peak_tflops
 from rayrlhf.roles.learner_settings import LearnerSettings, StepTensors
@@ -85,62 +85,64 @@ class Learner(RankEngine):
 
     # ---- one step -----------------------------------------------------------------------------
 
-    def _micro_batches(self, batch: RolloutBatch) -> list[torch.Tensor]:
-        """This rank's rows for the passes without gradients (no collective: any split)."""
-        lc, rows = self.s.engine, torch.arange(len(batch))
-        if lc.max_tokens_per_micro_batch == 0:
-            return fixed_rows(rows, lc.micro_batch_size)
-        costs = row_costs(batch.attention_mask, lc.packing)
-        return split_rows(rows, costs, micro_batch_count(costs, lc.max_tokens_per_micro_batch))
+    def _no_grad_pass(
+        self, batch: RolloutBatch, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """(B, R) ``forward(ids, attention_mask)`` over this rank's rows in micro-batches,
+        without gradients (no collective, so any split), 0 off the response mask."""
+        lc = self.s.engine
+        rows, costs = torch.arange(len(batch)), row_costs(batch.attention_mask, lc.packing)
+        out = torch.zeros(batch.response_mask.shape)
+        with torch.no_grad():
+            for idx in local_micro_batches(
+                rows, costs, lc.max_tokens_per_micro_batch, lc.micro_batch_size
+            ):
+                ids = batch.input_ids[idx].to(self.device)
+                out[idx] = forward(ids, batch.attention_mask[idx].to(self.device)).float().cpu()
+        return out * batch.response_mask
+
+    def _policy_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """(B, R) the policy's log-probs of the response tokens, without gradients."""
+        return self._no_grad_pass(
+            batch,
+            lambda ids, am: response_logprobs(
+                self.policy,
+                ids,
+                am,
+                batch.prompt_len,
+                self.s.temperature,
+                packed=self.s.engine.packing,
+            )[0],
+        )
 
     def _forward_in_micro_batches(
         self, batch: RolloutBatch, with_logprobs: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(B, R) old log-probs (None unless ``with_logprobs``) and values (None without a
         critic), without gradients."""
-        if not with_logprobs and self.value is None:
-            return None, None
-        packed = self.s.engine.packing
-        logps = torch.zeros(batch.response_mask.shape) if with_logprobs else None
-        values = torch.zeros(batch.response_mask.shape) if self.value is not None else None
-        with torch.no_grad():
-            for idx in self._micro_batches(batch):
-                ids = batch.input_ids[idx].to(self.device)
-                am = batch.attention_mask[idx].to(self.device)
-                if logps is not None:
-                    lp, _ = response_logprobs(
-                        self.policy, ids, am, batch.prompt_len, self.s.temperature, packed=packed
-                    )
-                    logps[idx] = lp.float().cpu()
-                if values is not None:
-                    v = response_values(self.value, ids, am, batch.prompt_len, packed)
-                    values[idx] = v.float().cpu()
-        mask = batch.response_mask
-        return (
-            logps * mask if logps is not None else None,
-            values * mask if values is not None else None,
+        value = self.value
+        values = (
+            self._no_grad_pass(
+                batch,
+                lambda ids, am: response_values(
+                    value, ids, am, batch.prompt_len, self.s.engine.packing
+                ),
+            )
+            if value is not None
+            else None
         )
+        return (self._policy_logprobs(batch) if with_logprobs else None), values
 
     def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """(B, R) the frozen base's log-probs: the policy with its LoRA adapters disabled, which
         is the reference a reference worker holds, without a second copy of the model. Its
         seconds count as the step's reference phase."""
         start = time.perf_counter()
-        out = torch.zeros(batch.response_mask.shape)
-        with torch.no_grad(), adapters_disabled(self.policy.module):
-            for idx in self._micro_batches(batch):
-                lp, _ = response_logprobs(
-                    self.policy,
-                    batch.input_ids[idx].to(self.device),
-                    batch.attention_mask[idx].to(self.device),
-                    batch.prompt_len,
-                    self.s.temperature,
-                    packed=self.s.engine.packing,
-                )
-                out[idx] = lp.float().cpu()
+        with adapters_disabled(self.policy.module):
+            out = self._policy_logprobs(batch)
         generate, score, _ = batch.phase_seconds
         batch.phase_seconds = (generate, score, time.perf_counter() - start)
-        return out * batch.response_mask
+        return out
 
     def _old_logprobs_first(self, batch: RolloutBatch) -> bool:
         """Whether the old log-probs must be computed before training: when the step has several

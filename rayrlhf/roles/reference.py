@@ -9,7 +9,7 @@ import torch
 from rayrlhf.config import Config
 from rayrlhf.experience import ReferenceLogprobs, Rollout
 from rayrlhf.forward import response_logprobs
-from rayrlhf.micro_batches import micro_batch_count, row_costs, split_rows
+from rayrlhf.micro_batches import local_micro_batches, row_costs
 from rayrlhf.models import load_policy
 
 
@@ -31,8 +31,7 @@ class ReferenceWorker:
         ids, am, p = rollout.input_ids, rollout.attention_mask, rollout.prompt_ids.shape[1]
         logprobs = torch.zeros(rollout.response_mask.shape)
         rows, costs = torch.arange(len(rollout)), row_costs(am, self.packing)
-        count = micro_batch_count(costs, self.max_tokens) if self.max_tokens else 1
-        for idx in split_rows(rows, costs, count):
+        for idx in local_micro_batches(rows, costs, self.max_tokens, len(rollout)):
             lp, _ = response_logprobs(
                 self.model,
                 ids[idx].to(self.device),
