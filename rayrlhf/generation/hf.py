@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 from collections.abc import Iterable, Mapping
 
 import torch
+from transformers import LogitsProcessorList
 
-from rayrlhf.algos.losses import logprobs_from_logits
 from rayrlhf.config import Config
+from rayrlhf.generation.sampling import InverseCdfSampler
 from rayrlhf.ilql_model import ilql_sample, is_ilql_folder, load_ilql
 from rayrlhf.lora import adapter_tensors, load_adapter_tensors
 from rayrlhf.models import load_policy
@@ -52,29 +53,31 @@ class HFEngine:
         """(B, P) left-padded prompts → (B, R) response ids and (B, R) behaviour log-probs.
 
         One generator seeded by ``chunk_seed`` samples the whole chunk (``row_seeds`` unused):
-        a chunk re-run anywhere samples the same responses.
+        a chunk re-run anywhere samples the same responses. The log-probs are under
+        softmax(logits / temperature), before any top-p cut.
         """
         tok = self.tokenizer
         if self.ilql:
             return self._generate_ilql(prompt_ids, prompt_mask, chunk_seed)
-        torch.manual_seed(chunk_seed)
+        sampler = InverseCdfSampler(
+            self.cfg.temperature,
+            self.cfg.top_p,
+            torch.Generator(self.device).manual_seed(chunk_seed),
+        )
+        # Greedy over the sampler's one-hot scores: the sampler draws, generate keeps the KV
+        # cache, EOS and padding (see rayrlhf.generation.sampling for why not do_sample).
         out = self.model.generate(
             input_ids=prompt_ids.to(self.device),
             attention_mask=prompt_mask.to(self.device),
-            do_sample=True,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p,
-            top_k=0,  # the sampled distribution must be the policy's, not a top-k cut of it
+            do_sample=False,
+            logits_processor=LogitsProcessorList([sampler]),
             max_new_tokens=self.cfg.max_new_tokens,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             use_cache=True,
-            return_dict_in_generate=True,
-            output_logits=True,
         )
-        response_ids = out.sequences[:, prompt_ids.shape[1] :]
-        logits = torch.stack(out.logits, dim=1) / self.cfg.temperature  # (B, R, V)
-        return response_ids.cpu(), logprobs_from_logits(logits, response_ids).float().cpu()
+        response_ids = out[:, prompt_ids.shape[1] :]
+        return response_ids.cpu(), sampler.logprobs().cpu()
 
     def _generate_ilql(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, chunk_seed: int
