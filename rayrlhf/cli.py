@@ -241,13 +241,23 @@ def main(argv: list[str] | None = None) -> int:
             f"[rayrlhf] {config.run.name}: finished earlier ({run_dir}/done.json); its files "
             "are kept as they are (run.resume=never starts it over)"
         )
-    print(format_summary(summaries, run_dir, pipeline=args.command == "pipeline"))
+    report = format_summary(summaries, run_dir, pipeline=args.command == "pipeline")
+    print(report)
     if earlier:
         return 0
     from rayrlhf.plots import plot_run
 
-    for path in plot_run(run_dir):
+    plots = plot_run(run_dir)
+    for path in plots:
         print(f"plot: {path}")
+    (run_dir / "report.txt").write_text(report + "\n")
+    if set(config.run.trackers) & {"mlflow", "wandb"}:
+        from rayrlhf.trackers import log_closing_files
+
+        stage = list(summaries)[-1]  # the stage the report is about: the online or third one
+        stage_dir = run_dir / stage if args.command == "pipeline" else run_dir
+        run = config.run.model_dump(mode="json")
+        log_closing_files(run, stage_dir, stage, [run_dir / "report.txt", *plots])
     return 0
 
 

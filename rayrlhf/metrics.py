@@ -29,7 +29,8 @@ class LogPosition:
 
 
 class RunLogger:
-    """Writes ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl`` and TensorBoard events.
+    """Writes ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl``, TensorBoard events and the
+    external trackers of ``run.trackers`` (:mod:`rayrlhf.trackers`).
 
     Also owns the console: a progress bar over steps and one line of key metrics per step. The
     bar shows only on a terminal; in a redirected log the per-step lines alone tell the progress.
@@ -58,7 +59,12 @@ class RunLogger:
         position = position or LogPosition()
         show = progress and is_terminal()
         self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not show)
+        run = config.get("run", {})
+        self.tensorboard = "tensorboard" in run.get("trackers", ["tensorboard"])
         self._open(position)
+        from rayrlhf.trackers import open_trackers
+
+        self.trackers = open_trackers(run, self.dir, desc, config, resumed=position.rows > 0)
 
     def _open(self, position: LogPosition) -> None:
         """Cut the files back to ``position``, rebuild TensorBoard from them, open for append."""
@@ -73,12 +79,14 @@ class RunLogger:
                     f.truncate(size)
         self.metrics_file = (self.dir / "metrics.jsonl").open("a", encoding="utf-8")
         self.samples_file = (self.dir / "samples.jsonl").open("a", encoding="utf-8")
-        from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
+        self.tb = None
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
 
-        # TensorBoard's files cannot be cut at a step, so they are written again from the
-        # metrics rows kept: one event per step and tag, none from the dropped steps.
-        shutil.rmtree(self.dir / "tensorboard", ignore_errors=True)
-        self.tb = SummaryWriter(str(self.dir / "tensorboard"))
+            # TensorBoard's files cannot be cut at a step, so they are written again from the
+            # metrics rows kept: one event per step and tag, none from the dropped steps.
+            shutil.rmtree(self.dir / "tensorboard", ignore_errors=True)
+            self.tb = SummaryWriter(str(self.dir / "tensorboard"))
         last = 0
         for row in read_metrics(self.dir) if position.rows else []:
             last = int(row["step"])
@@ -93,13 +101,18 @@ class RunLogger:
         return LogPosition(self.rows, self.metrics_file.tell(), self.samples_file.tell())
 
     def rewind(self, position: LogPosition) -> None:
-        """Drop every row written after ``position`` (a run rolled back to a checkpoint)."""
-        self.tb.close()
+        """Drop every row written after ``position`` (a run rolled back to a checkpoint). The
+        external trackers keep theirs: the steps trained again are the same steps, and each
+        tracker logs a step once."""
+        if self.tb is not None:
+            self.tb.close()
         self.metrics_file.close()
         self.samples_file.close()
         self._open(position)
 
     def _add_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+        if self.tb is None:
+            return
         for key, value in scalars.items():
             if key not in ("step", "time") and isinstance(value, int | float):
                 if math.isfinite(value):
@@ -121,6 +134,8 @@ class RunLogger:
         for sample in samples or []:
             self.samples_file.write(json.dumps({"step": step, **sample}) + "\n")
         self.samples_file.flush()
+        for tracker in self.trackers:
+            tracker.log(step, scalars, samples or [])
         line = "  ".join(f"{k}={scalars[k]:.4g}" for k in self.console_keys if k in scalars)
         self.bar.write(f"{self.desc} step {step}: {line}")
         for sample in (samples or [])[:1]:
@@ -135,12 +150,16 @@ class RunLogger:
         if advance:
             self.bar.update(1)
 
-    def close(self) -> None:
-        """Flush and close every output."""
+    def close(self, ok: bool = True) -> None:
+        """Flush and close every output; ``ok``: the loop ended normally (the trackers mark
+        their runs finished, else killed: a resume continues them)."""
         self.bar.close()
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
         self.metrics_file.close()
         self.samples_file.close()
+        for tracker in self.trackers:
+            tracker.close(ok)
 
 
 def _clip(text: str, width: int = SAMPLE_CHARS) -> str:

@@ -6,6 +6,7 @@ costs seconds and no actor, and fails with the dotted field and what is wrong (e
 - ``reward.model`` holds a sequence classifier, not a policy (whose score head would be random);
 - every name in ``model.lora.target_modules`` names layers of the policy (peft only fails when
   none does, and then inside the learners);
+- the trackers ``run.trackers`` names are installed, and an MLflow server it names answers;
 - an online stage with fewer usable prompts than ``rollout.prompts_per_step`` repeats prompts
   within a step: allowed (tiny tests do it on purpose), with a one-line warning.
 """
@@ -13,6 +14,7 @@ costs seconds and no actor, and fails with the dotted field and what is wrong (e
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -94,6 +96,28 @@ def prompt_count_warning(config: Config) -> str | None:
     )
 
 
+def check_trackers(trackers: list[str], mlflow_uri: str) -> None:
+    """``run.trackers``: each external tracker's package importable; an http(s) MLflow tracking
+    URI answering its health check (a run would otherwise fail at its first log line, with its
+    actors started)."""
+    for name in ("mlflow", "wandb"):
+        if name in trackers and importlib.util.find_spec(name) is None:
+            raise ConfigError(
+                f"run.trackers names {name}, which is not installed: pip install "
+                f"'rayrlhf[trackers]' (or bash launch/setup.sh --trackers)"
+            )
+    if "mlflow" in trackers and mlflow_uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{mlflow_uri.rstrip('/')}/health", timeout=10) as r:
+                r.read()
+        except OSError as err:
+            raise ConfigError(
+                f"run.mlflow.tracking_uri: no MLflow server answers at {mlflow_uri} ({err})"
+            ) from None
+
+
 def check_before_start(config: Config, online: bool) -> list[str]:
     """Every check of this module (ConfigError on the first that fails); returns the warnings.
     ``online``: the run has an online (PPO-family) stage."""
@@ -105,5 +129,6 @@ def check_before_start(config: Config, online: bool) -> list[str]:
     lora = config.model.lora
     if lora is not None and lora.target_modules != "all-linear":
         check_lora_targets(config.model.policy, lora.target_modules)
+    check_trackers(config.run.trackers, config.run.mlflow.tracking_uri)
     warning = prompt_count_warning(config) if online else None
     return [warning] if warning else []

@@ -9,6 +9,32 @@ from pydantic import Field
 from rayrlhf.config.base import _Section
 
 
+class MlflowConfig(_Section):
+    """Where ``run.trackers: [mlflow]`` logs (a stage is one MLflow run)."""
+
+    tracking_uri: str = Field(
+        "",
+        description="MLflow tracking server (http://host:5000) or store URI; empty: the "
+        "MLFLOW_TRACKING_URI environment variable, else ./mlruns.",
+    )
+    experiment: str = Field("rayrlhf", min_length=1, description="MLflow experiment name.")
+
+
+class WandbConfig(_Section):
+    """Where ``run.trackers: [wandb]`` logs (a stage is one W&B run)."""
+
+    project: str = Field("rayrlhf", min_length=1, description="W&B project.")
+    entity: str | None = Field(None, description="W&B team or user; None: your default.")
+    mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="offline: files under RUN_DIR/<stage>/wandb (upload later with `wandb "
+        "sync`); online: logged as it runs (needs WANDB_API_KEY and network).",
+    )
+
+
+Tracker = Literal["tensorboard", "jsonl", "mlflow", "wandb"]
+
+
 class RunConfig(_Section):
     """What the run is called, where it writes, and how long it lasts."""
 
@@ -35,6 +61,14 @@ class RunConfig(_Section):
     max_learner_restarts: int = Field(
         2, ge=0, description="Learner group restarts from the last checkpoint before giving up."
     )
+    trackers: list[Tracker] = Field(
+        ["tensorboard", "jsonl"],
+        description="Where metrics go: jsonl (metrics.jsonl, always written: resume and the "
+        "reports read it), tensorboard, mlflow, wandb (the last two: pip install "
+        "'rayrlhf[trackers]').",
+    )
+    mlflow: MlflowConfig = MlflowConfig()
+    wandb: WandbConfig = WandbConfig()
 
 
 class TimeoutsConfig(_Section):

@@ -165,10 +165,13 @@ class OnlineTrainer:
             desc=c.algorithm.name,
             position=self.state.logs,
         )
+        ok = False
         try:
-            return self.loop.steps(target, logger)
+            rows = self.loop.steps(target, logger)
+            ok = True
+            return rows
         finally:
-            logger.close()
+            logger.close(ok)
 
     def train_step(self) -> dict[str, Any]:
         """Generate → score and reference → train → publish the new policy; the step's metrics.

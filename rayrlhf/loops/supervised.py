@@ -99,10 +99,12 @@ class SupervisedStage:
                 before = self.group.call_agreed("evaluate")
                 logger.log(0, {**self.plan, **before}, advance=False)
 
+        ok = False
         try:
             self.loop.steps(steps, logger, evaluate_first)
+            ok = True
         finally:
-            logger.close()
+            logger.close(ok)
         self.group.call("save", str(self.run_dir / "model"))
         return self._final()
 

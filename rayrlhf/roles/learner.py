@@ -203,9 +203,14 @@ class Learner(RankEngine):
             }
         )
         metrics["samples_text"] = [
-            {"sample_id": sid, "prompt": p, "response": r, "reward": float(sc)}
-            for sid, p, r, sc in zip(
-                batch.sample_ids, batch.prompts, batch.responses, batch.scores, strict=True
+            {"sample_id": sid, "prompt": p, "response": r, "reward": float(sc), "policy_version": v}
+            for sid, p, r, sc, v in zip(
+                batch.sample_ids,
+                batch.prompts,
+                batch.responses,
+                batch.scores,
+                batch.policy_versions.tolist(),
+                strict=True,
             )
         ][: self.s.log_samples]
         return metrics
