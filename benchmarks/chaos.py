@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 
 import ray
+from run_figures import run_trainer, sample_figures
 
-from rayrlhf.buffer import SampleState
-from rayrlhf.config import load
 from rayrlhf.loops.online import OnlineTrainer
-from rayrlhf.metrics import comparable, read_metrics
 from rayrlhf.tiny_models import WORDS, save_tiny
 
 ROLES = ("rollout", "reward", "reference")
@@ -103,28 +101,17 @@ class Killer(threading.Thread):
 
 
 def _run(overrides: list[str], killer_every: float | None, seed: int) -> dict:
-    trainer = OnlineTrainer(load(None, overrides))
-    killer = Killer(trainer, killer_every, seed) if killer_every else None
-    start = time.monotonic()
-    try:
-        if killer:
-            killer.start()
-        trainer.run()
-        if killer:
-            killer.stop.set()
-            killer.join()
-        rows = read_metrics(trainer.run_dir)
-        ledger = trainer.buffer.ledger
-        return {
-            "seconds": round(time.monotonic() - start, 1),
-            "digests": trainer.learners.state_digests(),
-            "rows": rows,
-            "trained": sum(1 for s in ledger.values() if s is SampleState.TRAINED),
-            "ids": set(ledger),
-            "kills": killer.kills if killer else [],
-        }
-    finally:
-        trainer.shutdown()
+    killers: list[Killer] = []
+
+    def start_killer(trainer: OnlineTrainer) -> None:
+        killers.append(Killer(trainer, killer_every, seed))
+        killers[0].start()
+
+    run = run_trainer(overrides, start_killer if killer_every else None)
+    for killer in killers:  # the run has finished: no more kills
+        killer.stop.set()
+        killer.join()
+    return {**run, "kills": killers[0].kills if killers else []}
 
 
 def main() -> None:
@@ -143,18 +130,13 @@ def main() -> None:
         chaos = _run(_config(folder, "chaos", args), args.kill_every, args.seed)
         clean = _run(_config(folder, "clean", args), None, args.seed)
     last = chaos["rows"][-1]
-    expected = {f"{s}-{i}" for s in range(args.steps) for i in range(16)}
     report = {
         "steps": len(chaos["rows"]),
         "kills": len(chaos["kills"]),
         "kills_by_role": {r: sum(k.startswith(r) for k in chaos["kills"]) for r in ROLES},
         "worker_restarts": int(last["faults/worker_restarts"]),
         "redispatched_chunks": int(last["faults/redispatched_chunks"]),
-        "samples_trained": chaos["trained"],
-        "samples_lost": len(expected - chaos["ids"]),
-        "samples_duplicated": int(sum(r["samples"] for r in chaos["rows"])) - chaos["trained"],
-        "params_equal_clean_run": chaos["digests"] == clean["digests"],
-        "metrics_equal_clean_run": comparable(chaos["rows"]) == comparable(clean["rows"]),
+        **sample_figures(chaos, clean, args.steps, 16),
         "seconds_chaos": chaos["seconds"],
         "seconds_clean": clean["seconds"],
     }

@@ -15,7 +15,10 @@ from typing import Any
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from rayrlhf.actor_env import ACTOR_ENV
 from rayrlhf.buffer import Shard
@@ -98,13 +101,13 @@ class RoleGroup:
         cls: type,
         role: str,
         run_tag: str,
-        resources: tuple[float, float, str],
+        resources: tuple[float, float, str, dict[str, float]],
         make_args: Callable[[int], tuple],
         work: str | None = None,
     ) -> None:
         self.remote_cls = ray.remote(_with_receipts(cls, work) if work else cls)
         self.role, self.run_tag = role, run_tag
-        self.num_cpus, self.num_gpus, self.placement = resources
+        self.num_cpus, self.num_gpus, self.placement, self.custom = resources
         self.make_args = make_args
         self.actors: list[Any] = []
         self.names: list[str] = []
@@ -120,6 +123,7 @@ class RoleGroup:
             "name": f"{self.run_tag}/{name}",
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
+            "resources": dict(self.custom),
             "max_concurrency": 1,  # a role's calls run one at a time, in submission order
             # Merged with the job's environment: malloc keeps freed memory (rayrlhf.actor_env).
             "runtime_env": {"env_vars": dict(ACTOR_ENV)},
@@ -133,8 +137,8 @@ class RoleGroup:
     def add(self, count: int) -> list[Any]:
         """Start ``count`` more actors in a new placement group; returns them."""
         pg = None
-        if self.num_cpus > 0 or self.num_gpus > 0:  # Ray refuses empty bundles
-            bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus}
+        if self.num_cpus > 0 or self.num_gpus > 0 or self.custom:  # Ray refuses empty bundles
+            bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom}
             bundle = {k: v for k, v in bundle.items() if v > 0}
             pg = placement_group([bundle] * count, strategy=STRATEGIES[self.placement])
             ready, _ = ray.wait([pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
@@ -212,7 +216,7 @@ def role_group(
         cls,
         role,
         run_tag(config),
-        (section.num_cpus, section.num_gpus, section.placement),
+        (section.num_cpus, section.num_gpus, section.placement, section.resources),
         make_args,
         work=WORK[role],
     )
@@ -234,8 +238,13 @@ def control_actor(config: Config) -> Any:
     try:
         ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
+        # On the driver's node: a zero-CPU actor may otherwise land on any node, and the loss
+        # of that node would take the run's control with it (the driver's node is the run's).
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         return (
-            ray.remote(TrainerControl).options(name=name, namespace=NAMESPACE, num_cpus=0).remote()
+            ray.remote(TrainerControl)
+            .options(name=name, namespace=NAMESPACE, num_cpus=0, scheduling_strategy=here)
+            .remote()
         )
     raise RuntimeError(f"a run named {config.run.name!r} is already live on this cluster")
 
@@ -300,7 +309,7 @@ class LearnerGroup:
             cls,
             role if generation == 0 else f"{role}-g{generation}",
             run_tag(config),
-            (lc.num_cpus, lc.num_gpus, lc.placement),
+            (lc.num_cpus, lc.num_gpus, lc.placement, lc.resources),
             make_args or (lambda rank: (config, rank)),
             # The policy's weights travel by reference, with a receipt that shows a dead rank.
             work="policy_state_dict" if hasattr(cls, "policy_state_dict") else None,

@@ -7,7 +7,14 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 
 def _expand_path(value: str | None) -> str | None:
@@ -26,6 +33,16 @@ PathStr = Annotated[str, AfterValidator(_expand_path)]
 
 
 Placement = Literal["pack", "spread"]
+
+
+def custom_resources() -> Any:
+    """Every role section's ``resources`` field: custom Ray resources per actor."""
+    return Field(
+        default_factory=dict,
+        description="Custom Ray resources per actor, e.g. {rollout_host: 1}: the role's actors "
+        "go only to nodes started with that resource (`ray start --resources`), as node types "
+        "in a cluster launcher config declare them.",
+    )
 
 
 class ConfigError(ValueError):

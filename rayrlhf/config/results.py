@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 # Leaves that never decide a result, wherever they sit: placement and resources.
-EXECUTION_LEAVES = frozenset({"num_cpus", "num_gpus", "placement", "master_port"})
+EXECUTION_LEAVES = frozenset({"num_cpus", "num_gpus", "placement", "resources", "master_port"})
 # Leaves of a learner or reference section (any stage's) that say how its forward passes are cut
 # and laid out (packed or padded, micro-batch budgets), the optimizer kernel, and the peak MFU is
 # measured against: the same math, to float rounding, as the rank count is. (``sft.packing``,

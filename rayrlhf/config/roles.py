@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rayrlhf.config.base import PathStr, Placement, _Section
+from rayrlhf.config.base import PathStr, Placement, _Section, custom_resources
 
 
 class LoraConfig(_Section):
@@ -85,6 +85,7 @@ class RewardConfig(_Section):
     placement: Placement = Field(
         "pack", description="Placement group strategy: pack onto few nodes or spread."
     )
+    resources: dict[str, float] = custom_resources()
 
     @model_validator(mode="after")
     def _one_scorer(self) -> RewardConfig:
@@ -115,6 +116,7 @@ class ReferenceConfig(_Section):
     placement: Placement = Field(
         "pack", description="Placement group strategy: pack onto few nodes or spread."
     )
+    resources: dict[str, float] = custom_resources()
 
 
 class EngineConfig(_Section):
@@ -140,6 +142,7 @@ class EngineConfig(_Section):
     placement: Placement = Field(
         "pack", description="Placement group strategy: pack onto few nodes or spread."
     )
+    resources: dict[str, float] = custom_resources()
     master_port: int = Field(0, ge=0, le=65535, description="torch.distributed port; 0 = free.")
     packing: bool = Field(
         True,

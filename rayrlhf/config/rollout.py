@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rayrlhf.config.base import Placement, _Section
+from rayrlhf.config.base import Placement, _Section, custom_resources
 
 
 class VllmConfig(_Section):
@@ -70,6 +70,7 @@ class RolloutConfig(_Section):
     placement: Placement = Field(
         "pack", description="Placement group strategy: pack onto few nodes or spread."
     )
+    resources: dict[str, float] = custom_resources()
     backend: Literal["hf", "vllm"] = Field(
         "hf", description="Generation engine: Hugging Face generate, or vLLM (setup.sh --vllm)."
     )

@@ -1,0 +1,62 @@
+"""What the survival benchmarks (chaos.py, node_loss.py) measure of a run: one trainer run to
+its end, and the sample figures that say whether every sample was trained exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rayrlhf.buffer import SampleState
+from rayrlhf.config import load
+from rayrlhf.loops.online import OnlineTrainer
+from rayrlhf.metrics import comparable, read_metrics
+
+
+def run_trainer(overrides: list[str], patch: Callable[[OnlineTrainer], Any] | None = None) -> dict:
+    """Run a config to its end (after ``patch(trainer)``): seconds, state digests, metrics rows,
+    samples trained and the sample ids of the ledger."""
+    trainer = OnlineTrainer(load(None, overrides))
+    start = time.monotonic()
+    try:
+        if patch is not None:
+            patch(trainer)
+        trainer.run()
+        ledger = trainer.buffer.ledger
+        return {
+            "seconds": round(time.monotonic() - start, 1),
+            "digests": trainer.learners.state_digests(),
+            "rows": read_metrics(trainer.run_dir),
+            "trained": sum(1 for s in ledger.values() if s is SampleState.TRAINED),
+            "ids": set(ledger),
+        }
+    finally:
+        trainer.shutdown()
+
+
+def sample_figures(run: dict, clean: dict, steps: int, per_step: int) -> dict[str, Any]:
+    """Samples trained, lost (ids of the run's steps never trained) and duplicated (trained by
+    the learners minus distinct ids), and whether parameters, optimizer state and metrics equal
+    the clean run's."""
+    expected = {f"{s}-{i}" for s in range(steps) for i in range(per_step)}
+    return {
+        "samples_trained": run["trained"],
+        "samples_lost": len(expected - run["ids"]),
+        "samples_duplicated": int(sum(r["samples"] for r in run["rows"])) - run["trained"],
+        "params_equal_clean_run": run["digests"] == clean["digests"],
+        "metrics_equal_clean_run": comparable(run["rows"]) == comparable(clean["rows"]),
+    }
+
+
+def on_dispatch(trainer: OnlineTrainer, actions: dict[int, Callable[[Any], None]]) -> None:
+    """Run ``actions[n](flight)`` right after the n-th chunk dispatch of ``trainer`` (from 1)."""
+    dispatch, count = trainer.runner._dispatch, [0]
+
+    def patched(*args: Any) -> Any:
+        flight = dispatch(*args)
+        count[0] += 1
+        if count[0] in actions:
+            actions[count[0]](flight)
+        return flight
+
+    trainer.runner._dispatch = patched

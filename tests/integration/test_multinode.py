@@ -1,0 +1,59 @@
+"""A multi-node Ray cluster on this machine (head, a learner node, two worker nodes; each its own
+raylet): roles placed by their resources and placement, then a whole node lost mid-run, once
+with rollout, reward and reference actors on it and once with the learner ranks. Runs
+benchmarks/node_loss.py (its own cluster, in its own process: the session's Ray stays as it
+is) and checks its report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "node_loss.py"), "--steps", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_roles_are_placed_by_resources_and_placement(report):
+    placed = report["clean_placement"]  # node → roles of the live actors, from the GCS
+    assert placed["learner-a"] == ["learner", "learner"]  # packed, on the learner node only
+    # Rollout workers spread, one per worker node; reward and reference where room is left.
+    assert placed["worker-a"] == ["reference", "reward", "rollout"]
+    assert placed["worker-b"] == ["rollout"]
+    assert "head" not in placed  # the driver's node holds no role actor
+
+
+def test_worker_node_lost_costs_no_sample(report):
+    case = report["worker_node"]
+    assert case["node_killed"] == "worker-a"
+    assert case["actors_lost"] == {"reference": 1, "reward": 1, "rollout": 1}
+    assert case["worker_restarts"] == 3 and case["learner_restarts"] == 0
+    assert case["samples_trained"] == 32
+    assert case["samples_lost"] == 0 and case["samples_duplicated"] == 0
+    assert case["params_equal_clean_run"] and case["metrics_equal_clean_run"]
+
+
+def test_learner_node_lost_restarts_from_the_checkpoint(report):
+    case = report["learner_node"]
+    assert case["node_killed"] == "learner-a"
+    assert case["actors_lost"] == {"learner": 2}
+    assert case["learner_restarts"] == 1
+    assert case["samples_lost"] == 0 and case["samples_duplicated"] == 0
+    assert case["params_equal_clean_run"] and case["metrics_equal_clean_run"]
