@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from tracked import assert_each_step_once, tracked
 from trained import on_dispatch, pid_of, train
 
 from rayrlhf import checkpoint
@@ -21,6 +22,7 @@ from rayrlhf.buffer import SampleState
 from rayrlhf.config import load
 from rayrlhf.faults import RunFailed
 from rayrlhf.metrics import comparable, read_metrics
+from rayrlhf.trackers import load_state
 
 pytestmark = pytest.mark.integration
 
@@ -84,15 +86,20 @@ def _assert_same_run(run: dict, clean: dict) -> None:
     assert set(run["ledger"].values()) == {SampleState.TRAINED}
 
 
-def test_n_steps_stop_resume_n_steps_equals_2n(survival, clean_two):
+def test_n_steps_stop_resume_n_steps_equals_2n(survival, clean_two, mlflow_server):
     """Two ZeRO-3 ranks stopped after N steps and resumed by a new driver on fewer rollout
-    workers. (One rank resumes in the CLI test below and in the async test.)"""
-    overrides = survival[1]("resume", *TWO_RANKS)
+    workers. (One rank resumes in the CLI test below and in the async test.) Logged to a real
+    MLflow server and W&B's offline files: the resumed run continues the same tracker runs."""
+    overrides = survival[1]("resume", *TWO_RANKS, *tracked(mlflow_server))
     first = _train(overrides, steps=STEPS // 2)
     assert len(first["rows"]) == STEPS // 2
+    run_dir = survival[0] / "resume"
+    ids = load_state(run_dir)
     second = _train([*overrides, "rollout.num_workers=1"])  # worker counts may change
     _assert_same_run(second, clean_two)
     assert clean_two["rows"][0]["data/prompts_skipped"] == 1  # the malformed prompt row
+    assert load_state(run_dir) == {k: {**v, "logged": STEPS} for k, v in ids.items()}
+    assert_each_step_once(mlflow_server, run_dir, second["rows"])
 
 
 def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
@@ -111,19 +118,25 @@ def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
     assert last["faults/redispatched_chunks"] >= 3
 
 
-def test_a_dead_learner_rank_restarts_the_group_from_the_checkpoint(survival, clean_two):
+def test_a_dead_learner_rank_restarts_the_group_from_the_checkpoint(
+    survival, clean_two, mlflow_server
+):
+    """Rolled back to the step-2 checkpoint with step 3 logged: steps 3 and 4 train again, and
+    MLflow and W&B still hold each step once."""
     trainers = []
 
-    def kill_rank_1(flight):  # mid-step 3, after the step-2 checkpoint
+    def kill_rank_1(flight):  # mid-step 4, after the step-2 checkpoint and step 3's log line
         os.kill(pid_of(trainers[0].learners.actors[1]), signal.SIGKILL)
 
     def patch(trainer):
         trainers.append(trainer)
-        on_dispatch(trainer, {9: kill_rank_1})
+        on_dispatch(trainer, {13: kill_rank_1})
 
-    run = _train(survival[1]("learner-kill", *TWO_RANKS), patch=patch)
+    overrides = survival[1]("learner-kill", *TWO_RANKS, *tracked(mlflow_server))
+    run = _train(overrides, patch=patch)
     _assert_same_run(run, clean_two)
     assert run["rows"][-1]["faults/learner_restarts"] == 1
+    assert_each_step_once(mlflow_server, survival[0] / "learner-kill", run["rows"])
 
 
 def test_restarts_used_up_stop_the_run_with_a_checkpoint_and_the_cause(survival):

@@ -1,7 +1,9 @@
 """run.trackers without a run: the config, the checks before Ray starts, the logger's choice of
 outputs, and the pure helpers the trackers log through."""
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,56 @@ def test_flat_params_and_table_rows():
     assert row == {"step": 3, "policy_version": 2, "sample_id": "2-0", "prompt": "p",
                    "response": "r", "reward": 1.0}  # fmt: skip
     assert table_row(3, {"reward": 0.5, "policy_version": 1})["policy_version"] == 1
+
+
+def test_tracker_runs_hold_each_step_once_the_table_and_the_closing_files(tmp_path):
+    """The trackers alone (a SQLite MLflow store, W&B offline files): a run stopped after step
+    3, resumed from a step-2 checkpoint (so step 3 comes again), then closed with its report."""
+    from mlflow.tracking import MlflowClient
+    from wandb_files import history
+
+    from rayrlhf.trackers import load_state, log_closing_files, open_trackers
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = {
+        "name": "r",
+        "trackers": ["jsonl", "mlflow", "wandb"],
+        "mlflow": {"tracking_uri": uri, "experiment": "unit"},
+        "wandb": {"project": "unit", "entity": None, "mode": "offline"},
+    }
+    tree = {"run": run, "learner": {"policy_lr": 0.001}}
+    out = tmp_path / "run"
+    out.mkdir()
+
+    def sample(step: int) -> dict:
+        return {"sample_id": f"{step - 1}-0", "prompt": "p", "response": f"r{step}", "reward": 1}
+
+    for steps, resumed in (((1, 2, 3), False), ((3, 4), True)):
+        trackers = open_trackers(run, out, "ppo", tree, resumed=resumed)
+        for step in steps:
+            for t in trackers:
+                t.log(step, {"reward/mean": step / 10, "kl": float("nan")}, [sample(step)])
+        for t in trackers:
+            t.close(ok=resumed)
+    (out / "report.txt").write_text("closing report\n")
+    log_closing_files(run, out, "ppo", [out / "report.txt", out / "missing.png"])
+
+    client = MlflowClient(uri)
+    run_id = load_state(out)["mlflow"]["run_id"]
+    points = client.get_metric_history(run_id, "reward/mean")
+    assert [(p.step, p.value) for p in points] == [(s, s / 10) for s in (1, 2, 3, 4)]
+    assert client.get_metric_history(run_id, "kl") == []  # non-finite values are not logged
+    found = client.get_run(run_id)
+    assert found.info.status == "FINISHED" and found.data.params["learner.policy_lr"] == "0.001"
+    table = json.loads(Path(client.download_artifacts(run_id, "generations.json", str(tmp_path)))
+                       .read_text())  # fmt: skip
+    assert [row[4] for row in table["data"]] == ["r1", "r2", "r3", "r4"]
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == [
+        "generations.json", "report.txt",
+    ]  # fmt: skip
+    assert [r["_step"] for r in history(out)] == [1, 2, 3, 4]
+    assert list(out.glob("wandb/offline-run-*/files/report.txt"))
+    # A fresh start of the same folder (no checkpoint) is a new MLflow run; the old one killed.
+    open_trackers(run, out, "ppo", tree, resumed=False)[0].close(ok=True)
+    assert load_state(out)["mlflow"]["run_id"] != run_id
+    assert client.get_run(run_id).info.status == "KILLED"
