@@ -73,7 +73,7 @@ def test_flat_params_and_table_rows():
     assert table_row(3, {"reward": 0.5, "policy_version": 1})["policy_version"] == 1
 
 
-def test_tracker_runs_hold_each_step_once_the_table_and_the_closing_files(tmp_path):
+def test_tracker_runs_hold_each_step_once_the_table_and_the_closing_files(tmp_path, monkeypatch):
     """The trackers alone (a SQLite MLflow store, W&B offline files): a run stopped after step
     3, resumed from a step-2 checkpoint (so step 3 comes again), then closed with its report."""
     from mlflow.tracking import MlflowClient
@@ -81,6 +81,7 @@ def test_tracker_runs_hold_each_step_once_the_table_and_the_closing_files(tmp_pa
 
     from rayrlhf.trackers import load_state, log_closing_files, open_trackers
 
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run = {
         "name": "r",
