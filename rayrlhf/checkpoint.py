@@ -4,10 +4,15 @@ Layout under a run's (or stage's) ``checkpoints/`` folder::
 
     checkpoints/latest.json          {"name": "step-00000004"}: replaced last, atomically
     checkpoints/step-00000004/       a committed checkpoint
-        manifest.json                a sha256 and a size per file, world size, ZeRO stage,
-                                     the config tree, and the caller's own fields
+        manifest.json                a sha256 and a size per file (and who hashed it), world
+                                     size, ZeRO stage, the config tree, the caller's fields
         driver.json, learner/...     the parts (written by the driver and each learner rank)
     checkpoints/tmp-step-00000006/   one being written: never read, removed on the next write
+
+Each learner rank hashes the files it wrote itself (:func:`owned_files`), and checks them
+again before it loads them: the driver hashes only its own files, so on a multi-node cluster
+with shared storage the learner's gigabytes never travel through the head node. The driver
+checks that every file is there with its size.
 
 A crash at any point leaves ``latest.json`` naming the previous complete checkpoint. A checkpoint
 whose manifest is missing or unreadable, or whose files are missing, truncated or changed, is
@@ -95,20 +100,75 @@ def write_json_atomic(path: Path, data: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def commit(tmp: Path, step: int, fields: dict[str, Any], keep: int) -> Checkpoint:
-    """Hash every file of ``tmp``, write its manifest, rename it into place, move the pointer.
+def hash_files(folder: Path, files: list[Path], by: str) -> dict[str, dict[str, Any]]:
+    """Manifest entries of ``files`` under ``folder``: flushed to disk, then sha256 and size."""
+    entries = {}
+    for path in files:
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+        entries[path.relative_to(folder).as_posix()] = {
+            "sha256": file_digest(path),
+            "bytes": path.stat().st_size,
+            "by": by,
+        }
+    return entries
 
+
+def owned_files(folder: str | Path, rank: int) -> list[Path]:
+    """The files of a learner checkpoint folder that learner rank ``rank`` wrote: DeepSpeed's
+    ``zero_pp_rank_<rank>_*`` partitions and the rank's own state file; rank 0 also every file
+    no rank's name marks (DeepSpeed's model states and what rank 0 writes alone)."""
+    mine, out = (f"zero_pp_rank_{rank}_", rank_file(folder, rank).name), []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        name = path.name
+        ranked = "zero_pp_rank_" in name or (name.startswith("rank-") and name.endswith(".pt"))
+        if name.startswith(mine[0]) or name == mine[1] or (rank == 0 and not ranked):
+            out.append(path)
+    return out
+
+
+def check_owned(
+    folder: str | Path, rank: int, entries: dict[str, dict[str, Any]], ranks: int = 1
+) -> None:
+    """A rank's check of the files of a committed checkpoint it loads against their manifest
+    ``entries`` (paths relative to ``folder``): the files saved rank ``rank`` wrote, and on a
+    group of ``ranks`` smaller than the one that saved, those of saved ranks ``rank + ranks``,
+    ``rank + 2·ranks``, ... too. CheckpointError by name."""
+    folder = Path(folder)
+    saved = len(list(folder.glob("rank-*.pt")))
+    for owner in range(rank, max(saved, 1), ranks):
+        for path in owned_files(folder, owner):
+            name = path.relative_to(folder).as_posix()
+            entry = entries.get(name)
+            if entry is None or file_digest(path) != entry["sha256"]:
+                raise CheckpointError(
+                    f"checkpoint {folder.parent} refused: file {folder.name}/{name} does not "
+                    f"match its sha256 in the manifest (checked by learner rank {rank})"
+                )
+
+
+def commit(
+    tmp: Path,
+    step: int,
+    fields: dict[str, Any],
+    keep: int,
+    hashed: dict[str, dict[str, Any]] | None = None,
+) -> Checkpoint:
+    """Hash every file of ``tmp`` not in ``hashed``, write its manifest, rename it into place,
+    move the pointer.
+
+    ``hashed``: manifest entries the learner ranks computed for the files they wrote (paths
+    relative to ``tmp``); each is checked for presence and size here, not read again.
     ``fields`` (world size, ZeRO stage, config, ...) are stored in the manifest beside the
     hashes. Afterwards only the newest ``keep`` checkpoints remain.
     """
-    files = {}
-    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-        files[path.relative_to(tmp).as_posix()] = {
-            "sha256": file_digest(path),
-            "bytes": path.stat().st_size,
-        }
+    hashed = dict(hashed or {})
+    rest = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
+    rest = [p for p in rest if p.relative_to(tmp).as_posix() not in hashed]
+    for name, entry in hashed.items():
+        if (tmp / name).stat().st_size != entry["bytes"]:
+            raise CheckpointError(f"checkpoint part {name} changed after its rank hashed it")
+    files = dict(sorted({**hashed, **hash_files(tmp, rest, "driver")}.items()))
     manifest = {"format": FORMAT, "step": step, "files": files, **fields}
     inject_fault(f"checkpoint_before_manifest:{step}")
     write_json_atomic(tmp / MANIFEST, manifest)
@@ -129,7 +189,8 @@ def _prune(root: Path, keep: int) -> None:
 
 
 def verify(path: str | Path) -> Checkpoint:
-    """The checkpoint at ``path`` after checking its manifest, every file's size and hash."""
+    """The checkpoint at ``path`` after checking its manifest, every file's size, and the hash
+    of every file the driver hashed (a learner rank checks its own: :func:`check_owned`)."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
@@ -151,7 +212,7 @@ def verify(path: str | Path) -> Checkpoint:
                 f"checkpoint {path} refused: file {name} has {size} bytes, the manifest says "
                 f"{entry['bytes']} (truncated or rewritten)"
             )
-        if file_digest(part) != entry["sha256"]:
+        if entry.get("by", "driver") == "driver" and file_digest(part) != entry["sha256"]:
             raise CheckpointError(
                 f"checkpoint {path} refused: file {name} does not match its sha256 in the manifest"
             )
@@ -235,8 +296,11 @@ def save_rank_state(path: str | Path, rank: int, state: dict[str, Any]) -> None:
 
 
 def load_rank_state(path: str | Path, rank: int) -> dict[str, Any]:
-    """Read a rank's state and restore its random generators; returns the rest."""
+    """Read a rank's state and restore its random generators; returns the rest. A rank that
+    the saving group did not have (resumed on more ranks) reads saved rank ``rank % N``'s: the
+    ranks' counters agree, and their generators draw nothing the update depends on."""
+    saved = len(list(Path(path).glob("rank-*.pt")))
     # Our own file, its hash checked against the manifest: not an untrusted pickle.
-    state = torch.load(rank_file(path, rank), weights_only=False)
+    state = torch.load(rank_file(path, rank % max(saved, 1)), weights_only=False)
     set_rng_state(state.pop("rng"))
     return state

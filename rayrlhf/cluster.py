@@ -362,13 +362,16 @@ class LearnerGroup:
         self._wait(list(receipts), "policy_state_dict", self.timeouts.weight_sync_s)
         return weights[0]
 
-    def save_checkpoint(self, path: str) -> None:
-        """Every rank writes its part of a checkpoint under ``path``."""
-        self.call("save_checkpoint", path, timeout_s=self.timeouts.checkpoint_s)
+    def save_checkpoint(self, path: str) -> dict[str, dict[str, Any]]:
+        """Every rank writes its part of a checkpoint under ``path`` and hashes it; the
+        manifest entries of all their files (paths relative to ``path``)."""
+        parts = self.call("save_checkpoint", path, timeout_s=self.timeouts.checkpoint_s)
+        return {name: entry for part in parts for name, entry in part.items()}
 
-    def load_checkpoint(self, path: str) -> list[Any]:
-        """Every rank loads its part of the checkpoint at ``path``; their results."""
-        return self.call("load_checkpoint", path, timeout_s=self.timeouts.checkpoint_s)
+    def load_checkpoint(self, path: str, entries: dict[str, Any] | None = None) -> list[Any]:
+        """Every rank checks (against their manifest ``entries``, relative to ``path``) and
+        loads its part of the checkpoint at ``path``; their results."""
+        return self.call("load_checkpoint", path, entries, timeout_s=self.timeouts.checkpoint_s)
 
     def save_policy(self, path: str) -> None:
         """Write the trained policy as an HF folder (rank 0 writes; every rank gathers)."""

@@ -46,19 +46,20 @@ def save_run_state(
     root: Path,
     state: RunState,
     buffer: ExperienceBuffer | None,
-    save_learners: Callable[[Path], None],
+    save_learners: Callable[[Path], dict[str, dict[str, Any]]],
     fields: dict[str, Any],
     keep: int,
     save_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write and commit a checkpoint of ``state`` under ``root``; returns its folder.
 
-    ``save_learners(folder)`` has every learner rank write its part into ``folder``;
+    ``save_learners(folder)`` has every learner rank write and hash its part in ``folder``
+    (their manifest entries, relative to ``folder``);
     ``save_extra(folder)`` writes anything else the trainer keeps (before the commit).
     """
     tmp = checkpoint.begin(root, state.step)
     (tmp / "learner").mkdir()
-    save_learners(tmp / "learner")
+    hashed = save_learners(tmp / "learner")
     driver = {
         "step": state.step,
         "policy_version": state.policy_version,
@@ -76,7 +77,16 @@ def save_run_state(
     torch.save(checkpoint.rng_state(), tmp / "driver_rng.pt")
     if save_extra is not None:
         save_extra(tmp)
-    return checkpoint.commit(tmp, state.step, fields, keep).path
+    learner = {f"learner/{name}": entry for name, entry in hashed.items()}
+    return checkpoint.commit(tmp, state.step, fields, keep, learner).path
+
+
+def learner_entries(found: checkpoint.Checkpoint) -> dict[str, dict[str, Any]]:
+    """The manifest entries of a checkpoint's learner folder, relative to it (what each rank
+    checks its own files against before loading them)."""
+    prefix = "learner/"
+    files = found.manifest["files"]
+    return {k.removeprefix(prefix): v for k, v in files.items() if k.startswith(prefix)}
 
 
 def load_run_state(path: Path, buffer: ExperienceBuffer | None) -> RunState:

@@ -34,7 +34,12 @@ from rayrlhf.checkpoint import Checkpoint
 from rayrlhf.config import Config, ConfigError, to_dict
 from rayrlhf.controller.chunks import ChunkRunner
 from rayrlhf.controller.heldout import evaluate_chunks
-from rayrlhf.controller.run_state import RunState, load_run_state, save_run_state
+from rayrlhf.controller.run_state import (
+    RunState,
+    learner_entries,
+    load_run_state,
+    save_run_state,
+)
 from rayrlhf.controller.sampler import StepSampler
 from rayrlhf.controller.step_loop import StepLoop
 from rayrlhf.data.prompts import PromptSource, load_prompts
@@ -291,7 +296,7 @@ class OnlineTrainer:
             self.state = RunState()
             self.sampler.reset(ExperienceBuffer(), 0)
             return
-        self.learners.load_checkpoint(str(found.path / "learner"))
+        self.learners.load_checkpoint(str(found.path / "learner"), learner_entries(found))
         buffer = ExperienceBuffer()
         self.state = load_run_state(found.path, buffer)
         self.publisher.load(found.path, {int(f["version"]) for f in self.state.in_flight})

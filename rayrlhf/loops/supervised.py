@@ -14,7 +14,12 @@ from typing import Any
 from rayrlhf import cluster, resume
 from rayrlhf.config import Config, to_dict
 from rayrlhf.config.results import stage_length_fields, stage_tree
-from rayrlhf.controller.run_state import RunState, load_run_state, save_run_state
+from rayrlhf.controller.run_state import (
+    RunState,
+    learner_entries,
+    load_run_state,
+    save_run_state,
+)
 from rayrlhf.controller.step_loop import StepLoop
 from rayrlhf.faults import FaultCounts
 from rayrlhf.metrics import RunLogger, read_metrics
@@ -75,7 +80,7 @@ class SupervisedStage:
         self.plan = self.group.wait_ready()[0]
         self.state = RunState()
         if found is not None:
-            self.group.load_checkpoint(str(found.path / "learner"))
+            self.group.load_checkpoint(str(found.path / "learner"), learner_entries(found))
             self.state = load_run_state(found.path, None)
         self.between_steps = True
 

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rayrlhf.checkpoint import load_rank_state, save_rank_state
+from rayrlhf.checkpoint import (
+    check_owned,
+    hash_files,
+    load_rank_state,
+    owned_files,
+    save_rank_state,
+)
 from rayrlhf.config import EngineConfig
 from rayrlhf.engine import (
+    TAG,
     all_max,
     all_sum,
     build_engine,
@@ -36,6 +44,7 @@ from rayrlhf.engine import (
 from rayrlhf.lora import has_adapters, save_lora_model
 from rayrlhf.micro_batches import fixed_rows, micro_batch_count, split_rows
 from rayrlhf.models import disable_dropout
+from rayrlhf.reshard import load_resharded, saved_layout
 
 
 class NonFiniteError(FloatingPointError):
@@ -157,22 +166,34 @@ class RankEngine:
     def load_rank_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`rank_state` returned."""
 
-    def save_checkpoint(self, path: str) -> int:
+    def save_checkpoint(self, path: str) -> dict[str, dict[str, Any]]:
         """Write this rank's part of a checkpoint under ``path``; every rank calls (collective).
 
         DeepSpeed's state of each engine (weights, optimizer, ZeRO partitions), then this
-        rank's own state and random generators. Returns the rank.
+        rank's own state and random generators. Returns the manifest entries (sha256, bytes)
+        of the files this rank wrote, paths relative to ``path``: the rank that wrote a file
+        hashes it, so its bytes are read where they were written.
         """
         for name, engine in self.engines.items():
             # LoRA: the adapters (and a value head) and their optimizer state, not the base.
             save_engine(engine, f"{path}/{name}", trainable_only=has_adapters(engine.module))
         save_rank_state(path, self.rank, self.rank_state())
-        return self.rank
+        if self.world_size > 1:
+            torch.distributed.barrier()  # every rank's files are complete before rank 0 lists
+        return hash_files(Path(path), owned_files(path, self.rank), f"rank {self.rank}")
 
-    def load_checkpoint(self, path: str) -> int:
-        """Restore this rank's part of the checkpoint at ``path``; returns the rank."""
+    def load_checkpoint(self, path: str, entries: dict[str, dict[str, Any]] | None = None) -> int:
+        """Restore this rank's part of the checkpoint at ``path``, after checking the files it
+        wrote against their manifest ``entries`` (relative to ``path``); returns the rank."""
+        if entries is not None:
+            check_owned(path, self.rank, entries, self.world_size)
+        stage = self.lc.effective_zero_stage
         for name, engine in self.engines.items():
-            load_engine(engine, f"{path}/{name}", trainable_only=has_adapters(engine.module))
+            folder = f"{path}/{name}"
+            if saved_layout(f"{folder}/{TAG}") == (self.world_size, stage):
+                load_engine(engine, folder, trainable_only=has_adapters(engine.module))
+            else:  # written by another rank count: the full state, resharded (rayrlhf.reshard)
+                load_resharded(engine, f"{folder}/{TAG}", stage)
         self.load_rank_state(load_rank_state(path, self.rank))
         return self.rank
 

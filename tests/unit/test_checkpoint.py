@@ -102,11 +102,14 @@ def test_fields_that_decide_the_math_must_match_and_resources_may_change():
     assert changed_fields(saved, now, set()) == ["learner.policy_lr", "rollout.temperature"]
 
 
-def test_a_different_rank_count_is_refused_with_the_way_out(tmp_path):
-    found = _write(tmp_path / "c", 2)
-    with pytest.raises(CheckpointError, match="written by 1 learner ranks under ZeRO-2") as err:
-        resume.check_compatible(found, {}, (2, 2), "learner")
-    assert "learner.num_ranks=1" in str(err.value)
+def test_another_rank_count_resumes_and_another_zero_stage_is_refused(tmp_path):
+    found = _write(tmp_path / "c", 2)  # 1 rank, ZeRO-2
+    resume.check_compatible(found, {}, (2, 2), "learner")  # resharded on load
+    with pytest.raises(
+        CheckpointError, match="written under ZeRO-2; this config has ZeRO-3"
+    ) as err:
+        resume.check_compatible(found, {}, (2, 3), "learner")
+    assert "learner.zero_stage=2" in str(err.value)
 
 
 def test_a_changed_data_file_is_refused(tmp_path):
@@ -165,3 +168,68 @@ def test_a_stop_signal_sets_a_flag_and_a_second_ctrl_c_interrupts():
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     signal.signal(signal.SIGINT, before)
+
+
+def _learner_files(folder):
+    names = [
+        "policy/state/mp_rank_00_model_states.pt",
+        "policy/state/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "policy/state/zero_pp_rank_1_mp_rank_00_optim_states.pt",
+        "rank-000.pt",
+        "rank-001.pt",
+    ]
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(name.encode() * 10)
+    return names
+
+
+def test_each_rank_hashes_the_files_it_wrote_and_checks_them_before_loading(tmp_path):
+    """Rank-owned files are hashed by their rank, not read again by the driver, and checked by
+    their rank before it loads them; the driver still checks every file's size."""
+    tmp = checkpoint.begin(tmp_path / "c", 2)
+    learner = tmp / "learner"
+    names = _learner_files(learner)
+    owned = {r: checkpoint.owned_files(learner, r) for r in (0, 1)}
+    rel = {r: {p.relative_to(learner).as_posix() for p in owned[r]} for r in owned}
+    assert rel[1] == {names[2], names[4]} and rel[0] | rel[1] == set(names)
+    assert not rel[0] & rel[1]
+    hashed = {}
+    for r in (0, 1):
+        hashed.update(checkpoint.hash_files(learner, owned[r], f"rank {r}"))
+    (tmp / "driver.json").write_text("{}")
+    fields = {"world_size": 2, "zero_stage": 2, "config": {}}
+    found = checkpoint.commit(tmp, 2, fields, 1, {f"learner/{k}": v for k, v in hashed.items()})
+    entries = found.manifest["files"]
+    assert entries["learner/rank-001.pt"]["by"] == "rank 1"
+    assert entries["driver.json"]["by"] == "driver"
+    part = found.path / "learner" / names[2]
+    part.write_bytes(b"X" * part.stat().st_size)  # same size, other bytes
+    checkpoint.verify(found.path)  # the driver does not read rank 1's bytes ...
+    learner_entries = {k.removeprefix("learner/"): v for k, v in entries.items() if "/" in k}
+    checkpoint.check_owned(found.path / "learner", 0, learner_entries, ranks=2)
+    with pytest.raises(CheckpointError, match="checked by learner rank 1"):  # ... rank 1 does
+        checkpoint.check_owned(found.path / "learner", 1, learner_entries, ranks=2)
+    part.write_bytes(b"X")  # a size change is caught by the driver before any rank starts
+    with pytest.raises(CheckpointError, match="has 1 bytes"):
+        checkpoint.verify(found.path)
+
+
+def test_a_part_changed_after_its_rank_hashed_it_is_not_committed(tmp_path):
+    tmp = checkpoint.begin(tmp_path / "c", 2)
+    (tmp / "learner").mkdir()
+    _learner_files(tmp / "learner")
+    hashed = checkpoint.hash_files(tmp, [tmp / "learner" / "rank-000.pt"], "rank 0")
+    (tmp / "learner" / "rank-000.pt").write_bytes(b"longer than before" * 100)
+    with pytest.raises(CheckpointError, match="changed after its rank hashed it"):
+        checkpoint.commit(tmp, 2, {"world_size": 1, "zero_stage": 2, "config": {}}, 1, hashed)
+
+
+def test_a_smaller_group_checks_the_files_of_the_ranks_it_replaces(tmp_path):
+    """Resumed on 1 rank, rank 0 checks saved rank 1's files too (nobody else will)."""
+    learner = tmp_path / "learner"
+    names = _learner_files(learner)
+    entries = checkpoint.hash_files(learner, [learner / n for n in names], "rank")
+    (learner / names[2]).write_bytes(b"Y" * (learner / names[2]).stat().st_size)
+    with pytest.raises(CheckpointError, match="zero_pp_rank_1_mp_rank_00_optim_states.pt"):
+        checkpoint.check_owned(learner, 0, entries, ranks=1)
