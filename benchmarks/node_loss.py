@@ -33,10 +33,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from run_figures import on_dispatch, run_trainer, sample_figures
+from run_figures import on_dispatch, run_trainer, sample_figures, tiny_folder
 
 from rayrlhf.local_cluster import LocalCluster, NodeSpec, actors
-from rayrlhf.tiny_models import save_tiny
 
 PROMPTS_PER_STEP, CHUNK = 8, 2
 DISPATCHES_PER_STEP = PROMPTS_PER_STEP // CHUNK
@@ -92,31 +91,41 @@ def placement(cluster: LocalCluster, run_name: str) -> dict[str, list[str]]:
 
 
 class NodeKiller:
-    """At the ``at``-th chunk dispatch: a spare node joins, then the node of ``kind`` (name
-    prefix) holding the most of the run's actors dies."""
+    """At each ``at``-th chunk dispatch of ``losses`` (kind, spare, at): a spare node joins, then
+    the node of ``kind`` (name prefix) holding the most of the run's actors dies."""
 
-    def __init__(self, cluster: LocalCluster, kind: str, spare: NodeSpec, at: int) -> None:
-        self.cluster, self.kind, self.spare, self.at = cluster, kind, spare, at
-        self.victim = ""
-        self.lost: dict[str, int] = {}
-        self.placed_before: dict[str, list[str]] = {}
+    def __init__(self, cluster: LocalCluster, losses: list[tuple[str, NodeSpec, int]]) -> None:
+        self.cluster, self.losses = cluster, losses
+        self.killed: list[dict[str, Any]] = []
 
     def patch(self, trainer: Any) -> None:
-        on_dispatch(trainer, {self.at: lambda flight: self.kill(trainer)})
+        actions = {
+            at: (lambda flight, kind=kind, spare=spare: self.kill(trainer, kind, spare))
+            for kind, spare, at in self.losses
+        }
+        on_dispatch(trainer, actions)
 
-    def kill(self, trainer: Any) -> None:
-        self.placed_before = placement(self.cluster, trainer.config.run.name)
-        held = {n: r for n, r in self.placed_before.items() if n.startswith(self.kind)}
-        self.victim = max(sorted(held), key=lambda n: len(held[n]))
-        self.lost = dict(Counter(held[self.victim]))
-        self.cluster.add(self.spare)
-        node_id = self.cluster.node_id(self.victim)
-        self.cluster.kill(self.victim)
+    def kill(self, trainer: Any, kind: str, spare: NodeSpec) -> None:
+        before = placement(self.cluster, trainer.config.run.name)
+        held = {n: r for n, r in before.items() if n.startswith(kind)}
+        victim = max(sorted(held), key=lambda n: len(held[n]))
+        self.killed.append(
+            {"node": victim, "placement_before": before, "actors_lost": dict(Counter(held[victim]))}
+        )
+        self.cluster.add(spare)
+        node_id = self.cluster.node_id(victim)
+        self.cluster.kill(victim)
         self.cluster.wait_dead(node_id)
 
 
-def node_loss(steps: int) -> dict[str, Any]:
-    """The clean run and both cases on one cluster; the report."""
+# Mid-step 2: a worker node. Mid-step 4 (checkpoint at step 2, step 3 trained): a learner node.
+WORKER_LOSS = ("worker", NodeSpec("worker-c", 4, WORKER_NODE), DISPATCHES_PER_STEP + 2)
+LEARNER_LOSS = ("learner", NodeSpec("learner-b", 2, LEARNER_NODE), 3 * DISPATCHES_PER_STEP + 2)
+
+
+def node_loss(steps: int, one_run: bool = False) -> dict[str, Any]:
+    """The clean run and both cases on one cluster (``one_run``: both losses in one run, as
+    CI runs it: a run less); the report."""
     cluster = LocalCluster(
         [
             NodeSpec("learner-a", 2, LEARNER_NODE),
@@ -128,10 +137,7 @@ def node_loss(steps: int) -> dict[str, Any]:
         cluster.connect()
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            save_tiny(folder / "model")
-            prompts = ["the movie was very", "a film is", "the plot", "this story was"]
-            rows = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts)
-            (folder / "prompts.jsonl").write_text(rows)
+            tiny_folder(folder)
             placed: dict[str, list[str]] = {}
 
             def record_placement(trainer: Any) -> None:
@@ -139,19 +145,18 @@ def node_loss(steps: int) -> dict[str, Any]:
                 on_dispatch(trainer, {at: lambda f: placed.update(placement(cluster, "clean"))})
 
             clean = run_trainer(_config(folder, "clean", steps), record_placement)
+            plan = (
+                {"both_nodes": [WORKER_LOSS, LEARNER_LOSS]}
+                if one_run
+                else {"worker_node": [WORKER_LOSS], "learner_node": [LEARNER_LOSS]}
+            )
             cases = {}
-            for case, kind, spare, at in (
-                ("worker_node", "worker", NodeSpec("worker-c", 4, WORKER_NODE), 6),
-                ("learner_node", "learner", NodeSpec("learner-b", 2, LEARNER_NODE),
-                 3 * DISPATCHES_PER_STEP + 2),
-            ):  # fmt: skip
-                killer = NodeKiller(cluster, kind, spare, at)
+            for case, losses in plan.items():
+                killer = NodeKiller(cluster, losses)
                 run = run_trainer(_config(folder, case, steps), killer.patch)
                 last = run["rows"][-1]
                 cases[case] = {
-                    "node_killed": killer.victim,
-                    "placement_before": killer.placed_before,
-                    "actors_lost": killer.lost,
+                    "losses": killer.killed,
                     "worker_restarts": int(last["faults/worker_restarts"]),
                     "learner_restarts": int(last["faults/learner_restarts"]),
                     **sample_figures(run, clean, steps, PROMPTS_PER_STEP),
@@ -171,8 +176,9 @@ def node_loss(steps: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--one-run", action="store_true", help="both losses in one run (CI)")
     args = parser.parse_args()
-    print(json.dumps(node_loss(args.steps)))
+    print(json.dumps(node_loss(args.steps, args.one_run)))
     sys.stdout.flush()
 
 

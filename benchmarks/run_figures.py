@@ -3,14 +3,26 @@ its end, and the sample figures that say whether every sample was trained exactl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rayrlhf.buffer import SampleState
 from rayrlhf.config import load
 from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import comparable, read_metrics
+from rayrlhf.tiny_models import save_tiny
+
+PROMPTS = ["the movie was very", "a film is", "the plot", "this story was"]
+
+
+def tiny_folder(folder: Path) -> None:
+    """A tiny model (``folder/model``) and four prompts (``folder/prompts.jsonl``)."""
+    save_tiny(folder / "model")
+    rows = "".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS)
+    (folder / "prompts.jsonl").write_text(rows)
 
 
 def run_trainer(overrides: list[str], patch: Callable[[OnlineTrainer], Any] | None = None) -> dict:

@@ -47,12 +47,16 @@ class LocalCluster:
     down with everything on it.
     """
 
-    def __init__(self, nodes: Iterable[NodeSpec], head_cpus: float = 0) -> None:
+    def __init__(
+        self, nodes: Iterable[NodeSpec], head_cpus: float = 0, dashboard: bool = False
+    ) -> None:
+        """``dashboard``: start the head's dashboard too (its job API: ``ray job submit``)."""
         self.cluster = Cluster(
             initialize_head=True,
             head_node_args={
                 "num_cpus": head_cpus,
-                "include_dashboard": False,
+                "include_dashboard": dashboard,
+                "dashboard_host": "127.0.0.1",
                 "object_store_memory": OBJECT_STORE_BYTES,
                 "_system_config": FAST_FAILURE_DETECTION,
             },
@@ -62,6 +66,11 @@ class LocalCluster:
         for spec in nodes:
             self.add(spec, wait=False)
         self.cluster.wait_for_nodes()
+
+    @property
+    def dashboard_url(self) -> str:
+        """The head's dashboard (job submission) address, ``http://127.0.0.1:PORT``."""
+        return "http://" + self.cluster.head_node.address_info["webui_url"]
 
     @property
     def address(self) -> str:
