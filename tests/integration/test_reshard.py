@@ -5,7 +5,8 @@ moments the N ranks saved. Tested as: an M-rank run resumed from the N-rank chec
 parameters, optimizer state and metrics bit for bit, an M-rank run resumed from the same state
 written by M ranks (the resharded state saved again by those M ranks); and the rest is what any
 resume keeps: one metrics row per step, every sample trained exactly once, the prompt position
-continued (the driver's part of a checkpoint does not depend on the rank count). One chain covers both ways: 2 ranks (ZeRO-2) → 1 rank (run as stage 0) → 2 ranks.
+continued (the driver's part of a checkpoint does not depend on the rank count). One chain
+covers both ways: 2 ranks (ZeRO-2) → 1 rank (run as stage 0) → 2 ranks.
 """
 
 from __future__ import annotations
