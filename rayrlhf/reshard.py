@@ -8,9 +8,11 @@ all N ranks' files, rank-count-free, and writes its own partition of it:
   name, assembled from the N partitions (DeepSpeed's ``zero_to_fp32`` reassembly, applied to
   the moments as to the weights; a one-rank stage-0 checkpoint holds torch's optimizer state,
   by parameter index), plus Adam's step and the engine's step counters;
-- **write**: stage 0 sets each parameter and its optimizer state; ZeRO-1/2/3 set each rank's
+- **write**: stage 0 sets each parameter and its optimizer state; ZeRO-1/2 set each rank's
   fragment through DeepSpeed's ``safe_set_full_*`` and then refresh the module's weights from
-  the new masters, as DeepSpeed's universal-checkpoint loader does.
+  the new masters, as DeepSpeed's universal-checkpoint loader does. Reading a ZeRO-3 checkpoint
+  works; writing into ZeRO-3 engines does not yet (resume.check_compatible refuses a ZeRO-3
+  rank-count change before any actor starts).
 
 What "exact" means here: the M ranks hold, bit for bit, the weights and moments the N ranks
 saved; a run resumed that way then equals an M-rank run resumed from the same state written by
@@ -132,7 +134,9 @@ def write_full_state(engine: Any, state: FullState, stage: int) -> None:
     else:
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
-        _materialise_adam_state(engine.optimizer, stage, state.step)
+        if stage == 3:
+            raise NotImplementedError("resharding into ZeRO-3 engines (refused at resume)")
+        _materialise_adam_state(engine.optimizer, state.step)
         for name, p in named:
             safe_set_full_fp32_param(p, state.params[name].to(p.device))
             for k in MOMENTS:
@@ -140,49 +144,29 @@ def write_full_state(engine: Any, state: FullState, stage: int) -> None:
         base = engine.optimizer.optimizer
         for slot in base.state.values():
             slot["step"] = state.step.clone().to(slot["step"].device)
-        _refresh_module_weights(engine.optimizer, stage)
+        engine.optimizer.update_lp_params()  # module weights from the new masters
     for key, value in state.counters.items():
         setattr(engine, key, value)
     if state.lr_scheduler is not None and engine.lr_scheduler is not None:
         engine.lr_scheduler.load_state_dict(state.lr_scheduler)
 
 
-def _materialise_adam_state(optimizer: Any, stage: int, step: torch.Tensor) -> None:
-    """Adam's state over this rank's flat fp32 partitions, created as torch would at the first
-    step (a fresh engine has none: AdamW makes it lazily), so it can be set; under ZeRO-1/2
-    each parameter's fragment views into it too."""
-    flats = (
-        optimizer.single_partition_of_fp32_groups
-        if stage <= 2
-        else optimizer.fp32_partitioned_groups_flat
-    )
+def _materialise_adam_state(optimizer: Any, step: torch.Tensor) -> None:
+    """Adam's state over this rank's flat fp32 partitions (ZeRO-1/2), created as torch would at
+    the first step (a fresh engine has none: AdamW makes it lazily), so it can be set; and each
+    parameter's fragment views into it."""
     base = optimizer.optimizer
-    for flat in flats:
+    for flat, params in zip(
+        optimizer.single_partition_of_fp32_groups, optimizer.bit16_groups, strict=True
+    ):
         if not base.state[flat]:
             base.state[flat] = {
                 "step": step.clone().to(flat.device),
                 **{k: torch.zeros_like(flat) for k in MOMENTS},
             }
-    if stage <= 2:  # each parameter's views into the states just made
-        for flat, params in zip(flats, optimizer.bit16_groups, strict=True):
-            for p in params:
-                if p._hp_mapping is not None:
-                    p._hp_mapping.set_optim_state_fragment(flat, base.state[flat])
-
-
-def _refresh_module_weights(optimizer: Any, stage: int) -> None:
-    """The module's (low-precision) weights from the fp32 masters just set: what DeepSpeed's
-    universal-checkpoint loader does after setting the masters."""
-    if stage <= 2:
-        optimizer.update_lp_params()
-        return
-    for i, fp32 in enumerate(optimizer.fp32_partitioned_groups_flat):
-        if fp32.numel() > 0:
-            optimizer.fp16_partitioned_groups_flat[i].data.copy_(fp32.data)
-    for i, flat in enumerate(optimizer.fp16_partitioned_groups_flat):
-        parts = optimizer.fp16_partitioned_groups[i]
-        for param, value in zip(parts, optimizer.unflatten(flat, parts), strict=True):
-            param.data = value.data
+        for p in params:
+            if p._hp_mapping is not None:
+                p._hp_mapping.set_optim_state_fragment(flat, base.state[flat])
 
 
 def load_resharded(engine: Any, state_dir: str | Path, stage: int) -> None:

@@ -50,6 +50,14 @@ def check_compatible(
             "change of ZeRO stage is not, as no test covers every pair of stages and their "
             "offload settings), or set run.resume=never to start afresh"
         )
+    if saved["zero_stage"] == 3 and saved["world_size"] != ranks[0]:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} was written by {saved['world_size']} learner ranks "
+            f"under ZeRO-3; this config has {ranks[0]}. A ZeRO-3 checkpoint resumes on the rank "
+            f"count that wrote it ({section}.num_ranks={saved['world_size']}): resharding is "
+            "done and tested for ZeRO-0/1/2 only (setting ZeRO-3's partitioned masters failed "
+            "its check), or set run.resume=never to start afresh"
+        )
     changed = changed_fields(saved["config"], tree, set(extra_free) | {f"{section}.num_ranks"})
     if changed:
         raise CheckpointError(

@@ -233,3 +233,13 @@ def test_a_smaller_group_checks_the_files_of_the_ranks_it_replaces(tmp_path):
     (learner / names[2]).write_bytes(b"Y" * (learner / names[2]).stat().st_size)
     with pytest.raises(CheckpointError, match="zero_pp_rank_1_mp_rank_00_optim_states.pt"):
         checkpoint.check_owned(learner, 0, entries, ranks=1)
+
+
+def test_a_zero3_checkpoint_resumes_only_on_its_rank_count(tmp_path):
+    tmp = checkpoint.begin(tmp_path / "c", 2)
+    (tmp / "driver.json").write_text("{}")
+    found = checkpoint.commit(tmp, 2, {"world_size": 2, "zero_stage": 3, "config": {}}, keep=1)
+    resume.check_compatible(found, {}, (2, 3), "learner")
+    with pytest.raises(CheckpointError, match="written by 2 learner ranks under ZeRO-3") as err:
+        resume.check_compatible(found, {}, (1, 3), "learner")
+    assert "learner.num_ranks=2" in str(err.value)
