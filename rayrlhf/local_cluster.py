@@ -62,7 +62,6 @@ class LocalCluster:
             },
         )
         self.nodes: dict[str, Any] = {}
-        self.specs: dict[str, NodeSpec] = {}
         for spec in nodes:
             self.add(spec, wait=False)
         self.cluster.wait_for_nodes()
@@ -88,7 +87,7 @@ class LocalCluster:
             resources=dict(spec.resources),
             object_store_memory=OBJECT_STORE_BYTES,
         )
-        self.nodes[spec.name], self.specs[spec.name] = node, spec
+        self.nodes[spec.name] = node
         if wait:
             self.cluster.wait_for_nodes()
         return node.node_id
