@@ -33,8 +33,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from run_figures import on_dispatch, run_trainer, sample_figures, tiny_folder
+from run_figures import run_trainer, sample_figures, tiny_folder
 
+from rayrlhf.faults import on_dispatch
 from rayrlhf.local_cluster import LocalCluster, NodeSpec, actors
 
 PROMPTS_PER_STEP, CHUNK = 8, 2

@@ -58,17 +58,3 @@ def sample_figures(run: dict, clean: dict, steps: int, per_step: int) -> dict[st
         "params_equal_clean_run": run["digests"] == clean["digests"],
         "metrics_equal_clean_run": comparable(run["rows"]) == comparable(clean["rows"]),
     }
-
-
-def on_dispatch(trainer: OnlineTrainer, actions: dict[int, Callable[[Any], None]]) -> None:
-    """Run ``actions[n](flight)`` right after the n-th chunk dispatch of ``trainer`` (from 1)."""
-    dispatch, count = trainer.runner._dispatch, [0]
-
-    def patched(*args: Any) -> Any:
-        flight = dispatch(*args)
-        count[0] += 1
-        if count[0] in actions:
-            actions[count[0]](flight)
-        return flight
-
-    trainer.runner._dispatch = patched

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -181,3 +182,19 @@ def write_error_log(run_dir: Path, err: BaseException) -> Path:
         f.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
         f.write("\n")
     return path
+
+
+def on_dispatch(trainer: Any, actions: dict[int, Callable[[Any], None]]) -> None:
+    """Fault injection for tests and benchmarks: run ``actions[n](flight)`` right after the
+    n-th chunk dispatch of an online ``trainer`` (counting from 1); ``flight.actors`` are the
+    actors doing that chunk, rollout first."""
+    dispatch, count = trainer.runner._dispatch, [0]
+
+    def patched(*args: Any) -> Any:
+        flight = dispatch(*args)
+        count[0] += 1
+        if count[0] in actions:
+            actions[count[0]](flight)
+        return flight
+
+    trainer.runner._dispatch = patched

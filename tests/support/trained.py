@@ -10,6 +10,7 @@ from typing import Any
 import ray
 
 from rayrlhf.config import Config
+from rayrlhf.faults import on_dispatch
 from rayrlhf.loops.online import OnlineTrainer
 from rayrlhf.metrics import read_metrics
 
@@ -51,21 +52,6 @@ def train(
         }
     finally:
         trainer.shutdown()
-
-
-def on_dispatch(trainer: OnlineTrainer, actions: dict[int, Callable[[Any], None]]) -> None:
-    """Run ``actions[n](flight)`` right after the n-th chunk dispatch of ``trainer`` (counting
-    from 1): ``flight.actors`` are the actors doing that chunk, rollout first."""
-    dispatch, count = trainer.runner._dispatch, [0]
-
-    def patched(*args: Any) -> Any:
-        flight = dispatch(*args)
-        count[0] += 1
-        if count[0] in actions:
-            actions[count[0]](flight)
-        return flight
-
-    trainer.runner._dispatch = patched
 
 
 def pid_of(actor: Any) -> int:
