@@ -1,21 +1,20 @@
 """A job submitted with launch/submit.sh to a multi-node Ray cluster on this machine, its rollout
 workers resized across the nodes by `rayrlhf scale` while it runs. Prints one JSON line.
 
-    .venv/bin/python benchmarks/cluster_job.py [--steps 24]
+    .venv/bin/python benchmarks/cluster_job.py [--steps 60]
 
 The cluster (rayrlhf.local_cluster): a head with the dashboard (the job API) and no CPUs for
 actors, a learner node and two worker nodes; rollout workers spread over the worker nodes
 (`rollout.resources={worker_host: 1}`, `rollout.placement=spread`). The job is a tiny PPO run
-(`rayrlhf train` through `ray job submit`, the checkout as its working_dir); after its second
-step `rayrlhf scale RUN --rollout-workers 3` asks for three workers. Figures: the job's exit
-code, the steps it logged, the rollout workers per step, scale's exit code and last lines, and
-the nodes that held rollout workers once it had three (from the GCS's actor table).
+(`rayrlhf train` through `ray job submit`, the checkout as its working_dir); once its first
+step is logged, `rayrlhf scale RUN --rollout-workers 3 --address GCS` asks for three workers.
+Figures: the job's exit code, the steps it logged, the rollout workers per step, scale's exit
+code and last lines, and the nodes that held rollout workers once it had three (from the GCS's
+actor table).
 
-Measured here: the job runs to the end (exit 0, every step logged), but `rayrlhf scale` does not
-find the job's run: `ray.get_actor("control/RUN", namespace="rayrlhf")` raises "Failed to look
-up actor" from the scale process while `ray.util.list_named_actors` lists that actor alive (the
-same lookup succeeds when the run is started by a plain driver, as in tests/integration). Not
-resolved; Ray's issue 52670 reports the same symptom.
+A tiny job's steps take a fraction of a second and `rayrlhf scale` needs seconds to start, so
+the job has many steps: with too few, scale arrives after the run ended and rightly finds no
+run of that name (what an earlier version of this script measured and took for a Ray bug).
 """
 
 from __future__ import annotations
@@ -62,6 +61,12 @@ def _overrides(folder: Path, steps: int) -> list[str]:
     ]
 
 
+def _live(name: str) -> bool:
+    import ray
+
+    return any(a["name"] == name for a in ray.util.list_named_actors(all_namespaces=True))
+
+
 def _rows(run_dir: Path) -> list[dict]:
     try:
         return read_metrics(run_dir)
@@ -94,11 +99,11 @@ def cluster_job(steps: int) -> dict:
             job = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)  # fmt: skip
             run_dir = folder / "runs" / RUN
-            while len(_rows(run_dir)) < 2 and job.poll() is None:
-                time.sleep(0.5)
-            import ray
-
-            print("NAMED", ray.util.list_named_actors(all_namespaces=True), file=sys.stderr)
+            # Once the first step is logged, while the run is live: a tiny job's steps take
+            # under a second, and `rayrlhf scale` starts a Python that imports Ray (seconds),
+            # so the job has many steps to leave it the time.
+            while not (_rows(run_dir) and _live(f"control/{RUN}")) and job.poll() is None:
+                time.sleep(0.2)
             scale = subprocess.run(
                 [sys.executable, "-m", "rayrlhf.cli", "scale", RUN, "--rollout-workers", "3",
                  "--address", cluster.address],
@@ -130,7 +135,7 @@ def cluster_job(steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
     print(json.dumps(cluster_job(args.steps)))
     sys.stdout.flush()

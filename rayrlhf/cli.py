@@ -124,7 +124,7 @@ def _scale(args: argparse.Namespace) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
-    from rayrlhf.cluster import NAMESPACE, find_control
+    from rayrlhf.control import NAMESPACE, find_control
     from rayrlhf.local_ray import loopback_node
 
     run_name, count = args.run_name, args.rollout_workers

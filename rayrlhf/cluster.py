@@ -8,7 +8,6 @@ The learner group forms one torch.distributed group across its ranks.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,20 +15,18 @@ from typing import Any
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import (
-    NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
 
 from rayrlhf.actor_env import ACTOR_ENV
 from rayrlhf.buffer import Shard
 from rayrlhf.config import Config, EngineConfig
-from rayrlhf.control import TrainerControl
+from rayrlhf.control import NAMESPACE
 from rayrlhf.faults import LearnerLost, is_lost, one_line, wait_all
 from rayrlhf.local_ray import start_local
 from rayrlhf.metrics import RUN_DEPENDENT
 from rayrlhf.roles.learner import Learner
 
-NAMESPACE = "rayrlhf"  # named control actors live here, so `rayrlhf scale` can find them
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 PLACEMENT_TIMEOUT_S = 600
 
@@ -222,51 +219,6 @@ def role_group(
     )
     group.add(section.num_workers)
     return group
-
-
-def _control_name(run_name: str) -> str:
-    return f"control/{run_name}"
-
-
-def control_actor(config: Config) -> Any:
-    """The run's named control actor (``control/RUN_NAME`` in the rayrlhf namespace).
-
-    Fails when a run of the same name is already live on this cluster: `rayrlhf scale` would not
-    know which one it talks to.
-    """
-    name = _control_name(config.run.name)
-    try:
-        ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        # On the driver's node: a zero-CPU actor may otherwise land on any node, and the loss
-        # of that node would take the run's control with it (the driver's node is the run's).
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        return (
-            ray.remote(TrainerControl)
-            .options(name=name, namespace=NAMESPACE, num_cpus=0, scheduling_strategy=here)
-            .remote()
-        )
-    raise RuntimeError(f"a run named {config.run.name!r} is already live on this cluster")
-
-
-def release_control(config: Config, control: Any, timeout_s: float = 10.0) -> None:
-    """Kill the run's control actor and wait until its name is free for the next run."""
-    ray.kill(control)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            ray.get_actor(_control_name(config.run.name), namespace=NAMESPACE)
-        except ValueError:
-            return
-        time.sleep(0.05)
-
-
-def find_control(run_name: str) -> Any:
-    """The control actor of the live run ``run_name`` (for `rayrlhf scale`)."""
-    try:
-        return ray.get_actor(_control_name(run_name), namespace=NAMESPACE)
-    except ValueError:
-        raise LookupError(f"no live run named {run_name!r} on this cluster") from None
 
 
 def agreed(results: list[dict], keys: tuple[str, ...] | None = None) -> dict:

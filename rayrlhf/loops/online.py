@@ -28,7 +28,7 @@ from typing import Any
 
 import ray
 
-from rayrlhf import cluster, resume
+from rayrlhf import cluster, control, resume
 from rayrlhf.buffer import ExperienceBuffer
 from rayrlhf.checkpoint import Checkpoint
 from rayrlhf.config import Config, ConfigError, to_dict
@@ -96,7 +96,7 @@ class OnlineTrainer:
             data=self.data_digests,
         )
         cluster.ensure_ray(config)
-        self.control = cluster.control_actor(config)
+        self.control = control.control_actor(config)
         # `rayrlhf scale` finds the Ray this run uses (perhaps one it started itself) here.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "ray_address").write_text(ray.get_runtime_context().gcs_address)
@@ -339,4 +339,4 @@ class OnlineTrainer:
         for group in self.groups.values():
             group.shutdown()
         self.learners.shutdown()
-        cluster.release_control(self.config, self.control)
+        control.release_control(self.config, self.control)
