@@ -54,7 +54,7 @@ while [ ! -e "$OPS_READY" ] && kill -0 "$OPS_PID" 2>/dev/null; do sleep 0.5; don
 rm -f "$OPS_READY"
 
 echo "[setup] installing rayrlhf and its dependencies into .venv (a few minutes the first time)"
-"${PIP[@]}" -e ".[dev,demo,label,japanese]"
+"${PIP[@]}" -e ".[dev,demo,label,japanese,reasoning]"
 if [ "$TRACKERS" = 1 ]; then
   # mlflow 3.17: 3.18's wheel needs an mlflow-tracing 3.18 that is not on PyPI.
   echo "[setup] MLflow and W&B for run.trackers"

@@ -35,10 +35,15 @@ class PromptChunk:
     sample_ids: list[str]
     prompts: list[str]
     group_size: int = 1
+    # One dict per sample of what else its prompt row holds (a reference ``answer``, a
+    # reasoning task's entry), for rewards that verify; None when the prompts are text alone.
+    rows: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.sample_ids) != len(self.prompts):
             raise ValueError("PromptChunk needs one sample_id per prompt")
+        if self.rows is not None and len(self.rows) != len(self.prompts):
+            raise ValueError("PromptChunk needs one row per prompt")
         if self.group_size < 1 or len(self.prompts) % self.group_size:
             raise ValueError(
                 f"PromptChunk of {len(self.prompts)} rows does not hold whole groups of "
@@ -64,6 +69,7 @@ class Rollout:
     responses: list[str]  # decoded responses (special tokens skipped)
     generate_seconds: float = 0.0  # worker time spent in generate, for the phase timings
     group_size: int = 1  # consecutive rows share a prompt, G at a time
+    rows: list[dict[str, Any]] | None = None  # the chunk's prompt rows (PromptChunk.rows)
 
     @property
     def input_ids(self) -> Tensor:
@@ -86,6 +92,9 @@ class Scores:
     sample_ids: list[str]
     rewards: Tensor  # (B,) float32
     seconds: float = 0.0
+    # Named parts of the reward, unweighted, (B,) float32 each (a verifier's ``correct`` and
+    # ``format``); the reward is their weighted sum. Empty for a single-number scorer.
+    components: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +135,7 @@ class RolloutBatch:
     responses: list[str] = field(default_factory=list)
     # Worker busy time summed over the chunks: generate, score, reference.
     phase_seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    reward_components: dict[str, Tensor] = field(default_factory=dict)  # name → (B,)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -204,6 +214,12 @@ def join_chunks(
             sum(s.seconds for s in scores),
             sum(r.seconds for r in refs if r is not None),
         ),
+        reward_components={
+            name: torch.cat(
+                [_rows(s.components[name], k) for s, k in zip(scores, rows, strict=True)]
+            )
+            for name in scores[0].components
+        },
     )
 
 

@@ -2,7 +2,8 @@
 costs seconds and no actor, and fails with the dotted field and what is wrong (exit 2).
 
 - every model and data path exists (the third stage's tables too);
-- ``reward.function`` imports and names a callable;
+- ``reward.function`` imports and names a callable; one that verifies answers has them
+  (``data.answer_key`` or ``data.reasoning_gym``), with its packages installed;
 - ``reward.model`` holds a sequence classifier, not a policy (whose score head would be random);
 - every name in ``model.lora.target_modules`` names layers of the policy (peft only fails when
   none does, and then inside the learners);
@@ -41,6 +42,41 @@ def check_reward_function(spec: str) -> None:
         )
     if not callable(getattr(module, attr)):
         raise ConfigError(f"invalid config:\n  reward.function: {spec} is not callable")
+
+
+def check_verified_prompts(config: Config) -> None:
+    """A reward that verifies answers has them: a reward function with a ``rows`` parameter
+    needs ``data.answer_key`` or ``data.reasoning_gym`` (the task scorer the latter); the
+    packages the sources and verifiers import are installed; a held-out task is not the
+    training one under the same seed."""
+    from rayrlhf.roles.reward import import_function, takes_rows
+
+    d, spec = config.data, config.reward.function
+    has_answers = d.answer_key is not None or d.reasoning_gym is not None
+    if spec is not None and takes_rows(import_function(spec)) and not has_answers:
+        raise ConfigError(
+            f"invalid config:\n  reward.function: {spec} verifies answers: set data.answer_key "
+            "(the prompts column holding each reference answer) or data.reasoning_gym"
+        )
+    if spec is not None and spec.endswith(":reasoning_gym_answer") and d.reasoning_gym is None:
+        raise ConfigError(
+            f"invalid config:\n  reward.function: {spec} scores reasoning-gym rows: set "
+            "data.reasoning_gym"
+        )
+    needs = {"reasoning_gym": d.reasoning_gym or config.eval.reasoning_gym}
+    needs["math_verify"] = spec is not None and spec.endswith(":math_answer")
+    for package, needed in needs.items():
+        if needed and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"invalid config: the config needs {package.replace('_', '-')}, which is not "
+                "installed: pip install 'rayrlhf[reasoning]' (launch/setup.sh installs it)"
+            )
+    train, held = d.reasoning_gym, config.eval.reasoning_gym
+    if train and held and (train.task, train.seed) == (held.task, held.seed):
+        raise ConfigError(
+            f"invalid config:\n  eval.reasoning_gym.seed: {held.seed} is data.reasoning_gym's "
+            "seed: the held-out set would be the training set; give another seed"
+        )
 
 
 def check_reward_model_folder(path: str) -> None:
@@ -84,14 +120,15 @@ def check_lora_targets(policy: str, targets: list[str]) -> None:
 def prompt_count_warning(config: Config) -> str | None:
     """A warning when a step is larger than the prompts file (each step would repeat prompts
     within itself); None when it is not."""
-    from rayrlhf.data.prompts import load_prompts
+    from rayrlhf.data.prompts import prompt_table
 
     d, wanted = config.data, config.rollout.prompts_per_step
-    prompts, _ = load_prompts(d.prompts, d.prompt_key, d.max_bad_fraction)
+    prompts, _, _ = prompt_table(d)
     if len(prompts) >= wanted:
         return None
+    source = f"data.prompts ({d.prompts})" if d.prompts else "data.reasoning_gym"
     return (
-        f"warning: rollout.prompts_per_step is {wanted} but data.prompts ({d.prompts}) has "
+        f"warning: rollout.prompts_per_step is {wanted} but {source} has "
         f"{len(prompts)} usable prompts: each step repeats prompts within itself"
     )
 
@@ -124,6 +161,7 @@ def check_before_start(config: Config, online: bool) -> list[str]:
     check_local_paths(config)
     if config.reward.function is not None:
         check_reward_function(config.reward.function)
+    check_verified_prompts(config)
     if config.reward.model is not None:
         check_reward_model_folder(config.reward.model)
     lora = config.model.lora

@@ -37,6 +37,7 @@ from rayrlhf.config.stages import (
     TableConfig,
     TableFormat,
 )
+from rayrlhf.config.tasks import ReasoningGymConfig
 from rayrlhf.config.tree import Config
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "LearnerConfig",
     "ModelConfig",
     "OverlongRule",
+    "ReasoningGymConfig",
     "OnlineConfig",
     "PathStr",
     "Placement",

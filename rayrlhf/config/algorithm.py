@@ -49,3 +49,17 @@ class AlgorithmConfig(_Section):
         description="rollout.max_staleness > 0: the decoupled objective's importance weight "
         "π_prox/π_behaviour is truncated at this value.",
     )
+    rollout_correction: Literal["none", "tis", "seq_mask", "icepop"] = Field(
+        "none",
+        description="Weight each token by π_train/π_rollout against the engine–trainer gap: "
+        "tis (truncated), seq_mask (sequence ratio, dropped above the cap), icepop (two-sided "
+        "token mask); see rayrlhf.algos.rollout_correction.",
+    )
+    rollout_correction_cap: float | None = Field(
+        None,
+        gt=1.0,
+        description="C of tis and seq_mask, β of icepop; default 2, 3 and 5 respectively.",
+    )
+    rollout_correction_low: float = Field(
+        0.5, gt=0.0, lt=1.0, description="icepop's α: tokens whose π_train/π_rollout is below it."
+    )

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rayrlhf.config.base import PathStr, Placement, _Section, custom_resources
+from rayrlhf.config.tasks import ReasoningGymConfig
 
 
 class LoraConfig(_Section):
@@ -40,13 +41,30 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    """The prompts PPO generates from."""
+    """The prompts PPO generates from: a table (``prompts``) or a reasoning-gym task."""
 
-    prompts: PathStr = Field(..., min_length=1, description="JSONL file of prompt rows.")
+    prompts: PathStr | None = Field(None, min_length=1, description="JSONL file of prompt rows.")
     prompt_key: str = Field("prompt", min_length=1, description="Field of a row holding the text.")
+    answer_key: str | None = Field(
+        None,
+        min_length=1,
+        description="Field holding each prompt's reference answer, for verifying rewards "
+        "(rayrlhf.rewards.verifiers); rows without it are skipped and counted.",
+    )
+    reasoning_gym: ReasoningGymConfig | None = Field(
+        None, description="Prompts (with answers) from a reasoning-gym task instead of a file."
+    )
     max_bad_fraction: float = Field(
         0.1, ge=0.0, le=1.0, description="Fail when more than this fraction of rows is malformed."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.prompts is None) == (self.reasoning_gym is None):
+            raise ValueError("set exactly one of data.prompts or data.reasoning_gym")
+        if self.reasoning_gym is not None and self.answer_key is not None:
+            raise ValueError("data.answer_key is for data.prompts; reasoning_gym rows hold theirs")
+        return self
 
 
 class RewardConfig(_Section):
@@ -76,6 +94,11 @@ class RewardConfig(_Section):
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the bearer token sent to reward.url.",
+    )
+    component_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="A function returning named components ({name: scores}): the reward is "
+        "their sum with these weights (1 for a name not listed); each is logged as reward/NAME.",
     )
     timeout_s: float = Field(60.0, gt=0.0, description="Deadline of one HTTP request.")
     retries: int = Field(3, ge=0, description="HTTP retries of a failed batch, with backoff.")

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from rayrlhf.config.base import PathStr, _Section
 from rayrlhf.config.roles import EngineConfig
+from rayrlhf.config.tasks import ReasoningGymConfig
 
 TableFormat = Literal["auto", "jsonl", "csv", "parquet", "hf", "argilla"]
 
@@ -125,5 +126,10 @@ class EvalConfig(_Section):
     """Held-out evaluation of the policy before the first and after the last PPO step."""
 
     prompts: TableConfig | None = Field(None, description="Held-out prompts; unset: no eval.")
+    reasoning_gym: ReasoningGymConfig | None = Field(
+        None,
+        description="Held-out prompts from a reasoning-gym task (another seed than data's; "
+        "questions the training rows hold are dropped).",
+    )
     num_prompts: int = Field(64, ge=1, description="Prompts evaluated (the first N rows).")
     examples: int = Field(3, ge=0, description="Before/after examples printed at the end.")

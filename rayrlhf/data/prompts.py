@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
-from rayrlhf.config import TableConfig
+from rayrlhf.config import DataConfig, TableConfig
 from rayrlhf.data.readers import SUFFIXES
 from rayrlhf.data.tables import DataError, LoadReport, load_rows
 from rayrlhf.experience import PromptChunk
 
-__all__ = ["DataError", "LoadReport", "PromptSource", "load_prompts"]
+__all__ = ["DataError", "LoadReport", "PromptSource", "load_prompts", "prompt_table"]
 
 
 # The config keys behind load_prompts' arguments: its errors tell the user what to set.
@@ -37,6 +38,36 @@ def load_prompts(
     return [row["prompt"] for row in rows], report
 
 
+def prompt_table(data: DataConfig) -> tuple[list[str], list[dict[str, Any]] | None, LoadReport]:
+    """The run's prompts, their rows for verifying rewards (None when the prompts are text
+    alone), and the load report: from ``data.prompts`` (with ``data.answer_key``, each row's
+    reference answer too: rows without one are skipped and counted) or a reasoning-gym task."""
+    if data.reasoning_gym is not None:
+        from rayrlhf.data.reasoning_tasks import task_rows
+
+        rows = task_rows(data.reasoning_gym)
+        report = LoadReport(rows=len(rows), kept=len(rows))
+        return [r["prompt"] for r in rows], [_extra(r) for r in rows], report
+    assert data.prompts is not None  # the config holds one of the two
+    if data.answer_key is None:
+        prompts, report = load_prompts(data.prompts, data.prompt_key, data.max_bad_fraction)
+        return prompts, None, report
+    _check_name(Path(data.prompts))
+    spec = TableConfig(
+        path=str(data.prompts),
+        format="jsonl" if str(data.prompts).endswith(".jsonl") else "auto",
+        columns={"prompt": data.prompt_key, "answer": data.answer_key},
+        max_bad_fraction=data.max_bad_fraction,
+    )
+    rows, report = load_rows(spec, "verified_prompts", column_key="data.answer_key")
+    return [r["prompt"] for r in rows], [_extra(r) for r in rows], report
+
+
+def _extra(row: dict[str, Any]) -> dict[str, Any]:
+    """What a prompt row carries beside its text (the file's line number stays behind)."""
+    return {k: v for k, v in row.items() if k not in ("prompt", "row")}
+
+
 def _check_name(path: Path) -> None:
     """``data.prompts`` is a bare path with no ``format`` key beside it (unlike a table
     section): its format comes from the name alone, so an unknown ending is refused here with
@@ -55,8 +86,12 @@ class PromptSource:
     Sample ids are ``"{step}-{i}"``: stable for a given step, so a re-run chunk keeps its ids.
     """
 
-    def __init__(self, prompts: list[str], seed: int) -> None:
+    def __init__(
+        self, prompts: list[str], seed: int, rows: list[dict[str, Any]] | None = None
+    ) -> None:
+        """``rows``: one dict per prompt (its reference answer, ...), dealt with it."""
         self.prompts = prompts
+        self.rows = rows
         self.seed = seed
         self._orders: dict[int, list[int]] = {}
 
@@ -86,9 +121,9 @@ class PromptSource:
         """
         n = len(self.prompts)
         start = step * prompts_per_step if cursor is None else cursor
-        picked = [
-            self.prompts[self._order(k // n)[k % n]] for k in range(start, start + prompts_per_step)
-        ]
+        index = [self._order(k // n)[k % n] for k in range(start, start + prompts_per_step)]
+        picked = [self.prompts[i] for i in index]
+        rows = None if self.rows is None else [self.rows[i] for i in index]
 
         def ids(i: int) -> list[str]:
             return (
@@ -106,6 +141,9 @@ class PromptSource:
                 ],
                 prompts=[p for p in picked[c : c + chunk_size] for _ in range(group_size)],
                 group_size=group_size,
+                rows=None
+                if rows is None
+                else [r for r in rows[c : c + chunk_size] for _ in range(group_size)],
             )
             for c in range(0, prompts_per_step, chunk_size)
         ]

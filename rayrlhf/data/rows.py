@@ -64,6 +64,13 @@ def parse_text(ours: str, theirs: str, value: Any) -> tuple[str | None, str | No
     return value, None
 
 
+def parse_answer(ours: str, theirs: str, value: Any) -> tuple[str | None, str | None]:
+    """A reference answer: text, or a number (JSON gives numbers), kept as its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (str(value), None) if math.isfinite(value) else (None, f"{ours} {value!r}")
+    return parse_text(ours, theirs, value)
+
+
 def parse_score(ours: str, theirs: str, value: Any) -> tuple[float | None, str | None]:
     """A finite number, given as a number or numeric text (CSV gives text)."""
     # bool is an int subclass, but True is not a score anyone meant.

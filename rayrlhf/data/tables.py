@@ -27,7 +27,14 @@ from typing import Any
 from rayrlhf.config import TableConfig
 from rayrlhf.data.argilla import ArgillaRows, convert_records
 from rayrlhf.data.readers import DataError, Record, open_table, read_records
-from rayrlhf.data.rows import LoadReport, parse_flag, parse_score, parse_text, write_jsonl
+from rayrlhf.data.rows import (
+    LoadReport,
+    parse_answer,
+    parse_flag,
+    parse_score,
+    parse_text,
+    write_jsonl,
+)
 
 __all__ = [
     "DataError",
@@ -41,6 +48,7 @@ __all__ = [
 
 ROW_KINDS: dict[str, tuple[str, ...]] = {
     "prompts": ("prompt",),
+    "verified_prompts": ("prompt", "answer"),  # with a reference answer (data.answer_key)
     "sft": ("prompt", "response"),
     "pairwise": ("prompt", "chosen", "rejected"),  # optional column "tie" (bool-ish, default False)
     "scalar": ("prompt", "response", "score"),
@@ -196,4 +204,4 @@ def parse_row(
     return row, None
 
 
-_PARSERS = {"score": parse_score, "accepted": parse_flag}
+_PARSERS = {"score": parse_score, "accepted": parse_flag, "answer": parse_answer}

@@ -42,7 +42,7 @@ from rayrlhf.controller.run_state import (
 )
 from rayrlhf.controller.sampler import StepSampler
 from rayrlhf.controller.step_loop import StepLoop
-from rayrlhf.data.prompts import PromptSource, load_prompts
+from rayrlhf.data.prompts import PromptSource, prompt_table
 from rayrlhf.faults import FaultCounts
 from rayrlhf.ilql_model import is_ilql_folder
 from rayrlhf.metrics import RunLogger
@@ -80,9 +80,7 @@ class OnlineTrainer:
         self.config, self.roles = config, roles
         self.run_dir = Path(run_dir or Path(config.run.output_dir) / config.run.name)
         self.checkpoints = self.run_dir / "checkpoints"
-        prompts, self.data_report = load_prompts(
-            config.data.prompts, config.data.prompt_key, config.data.max_bad_fraction
-        )
+        prompts, rows, self.data_report = prompt_table(config.data)
         # Hashed once: every checkpoint of the run records what the run read.
         self.data_digests = resume.data_digests(to_dict(config))
         # Refused before any actor starts: a damaged checkpoint or a changed config costs seconds.
@@ -125,7 +123,7 @@ class OnlineTrainer:
         self.publisher = WeightPublisher(config, self.rollout, self.runner.replace)
         self.publisher.attach(self.learners)
         self.sampler = StepSampler(
-            config, PromptSource(prompts, config.run.seed), self.runner, self.publisher
+            config, PromptSource(prompts, config.run.seed, rows), self.runner, self.publisher
         )
         self.state = RunState()
         self.between_steps = True  # the learners hold the state after self.step
@@ -316,7 +314,9 @@ class OnlineTrainer:
 
     # ---- evaluation and saving ------------------------------------------------------------
 
-    def evaluate(self, prompts: list[str]) -> dict[str, Any]:
+    def evaluate(
+        self, prompts: list[str], rows: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """Held-out metrics of the current policy: reward, KL to the reference, samples.
 
         Uses the rollout, reward and reference workers; the same ``eval-i`` sample ids (hence
@@ -325,7 +325,7 @@ class OnlineTrainer:
         version, weights = self.publisher.for_dispatch(self.policy_version)
         c = self.config
         metrics = evaluate_chunks(
-            self.runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s, version, weights
+            self.runner, prompts, c.rollout.chunk_size, c.timeouts.rollout_s, version, weights, rows
         )
         return {**metrics, "policy_version": self.policy_version}
 

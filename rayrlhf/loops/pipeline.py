@@ -139,15 +139,15 @@ def run_online_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
     trainer = OnlineTrainer(config, run_dir=stage_dir)
     before_file = stage_dir / "eval_before.json"
     try:
-        prompts = eval_prompts(config)
+        prompts, rows = eval_prompts(config)
         before = None
         if prompts and trainer.resumed_from is not None and before_file.exists():
             before = json.loads(before_file.read_text())
         elif prompts and trainer.step == 0:
-            before = trainer.evaluate(prompts)
+            before = trainer.evaluate(prompts, rows)
             before_file.write_text(json.dumps(before))
         trainer.run()
-        after = trainer.evaluate(prompts) if before is not None else None
+        after = trainer.evaluate(prompts, rows) if before is not None else None
         trainer.save_policy(stage_dir / "model")
     finally:
         trainer.shutdown()
@@ -179,22 +179,42 @@ def run_offline_stage(config: Config, stage: str, stage_dir: Path) -> dict[str, 
         summary = run_dpo_stage(config, stage_dir)
     else:
         summary = run_supervised_stage(config, stage, stage_dir)
-    prompts = eval_prompts(config)
+    prompts, rows = eval_prompts(config)
     if prompts:
-        before, after = evaluate_policies(config, [str(stage_dir / "model")], prompts)
+        before, after = evaluate_policies(config, [str(stage_dir / "model")], prompts, rows)
         evals = eval_record(before, after, config.eval.examples)
         (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
         summary["eval"] = evals
     return summary
 
 
-def eval_prompts(config: Config) -> list[str]:
-    """The first ``eval.num_prompts`` held-out prompts, or none when ``eval.prompts`` is unset."""
-    if config.eval.prompts is None:
-        return []
-    table = config.eval.prompts.model_copy(update={"limit": config.eval.num_prompts})
-    rows, _ = load_rows(table, "prompts")
-    return [r["prompt"] for r in rows]
+def eval_prompts(config: Config) -> tuple[list[str], list[dict[str, Any]] | None]:
+    """The first ``eval.num_prompts`` held-out prompts and their rows (None: text alone); no
+    prompts when neither ``eval.prompts`` nor ``eval.reasoning_gym`` is set.
+
+    With ``data.answer_key`` the held-out table's rows need their reference answer too (the
+    same column name unless ``eval.prompts.columns`` maps ``answer``); a reasoning-gym task's
+    held-out rows drop any question of the training task.
+    """
+    e, n = config.eval, config.eval.num_prompts
+    if e.reasoning_gym is not None:
+        from rayrlhf.data.reasoning_tasks import heldout_rows
+
+        rows, dropped = heldout_rows(e.reasoning_gym, config.data.reasoning_gym)
+        if dropped:
+            print(f"[eval] {dropped} held-out questions are also training ones: left out")
+        rows = rows[:n]
+        return [r["prompt"] for r in rows], [
+            {k: v for k, v in r.items() if k != "prompt"} for r in rows
+        ]
+    if e.prompts is None:
+        return [], None
+    answer_key = config.data.answer_key
+    columns = {"answer": answer_key, **e.prompts.columns} if answer_key else e.prompts.columns
+    table = e.prompts.model_copy(update={"limit": n, "columns": columns})
+    rows, _ = load_rows(table, "verified_prompts" if answer_key else "prompts")
+    extras = [{"answer": r["answer"]} for r in rows] if answer_key else None
+    return [r["prompt"] for r in rows], extras
 
 
 def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:

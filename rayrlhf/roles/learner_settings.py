@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from rayrlhf.algos.algorithms import Algorithm
+from rayrlhf.algos.rollout_correction import DEFAULT_CAPS
 from rayrlhf.config import Config, EngineConfig, LoraConfig
 
 
@@ -50,6 +51,10 @@ class LearnerSettings:
     group_eps: float
     loss_constant: float  # Dr. GRPO's normaliser: algorithm.loss_constant or max_new_tokens
     behaviour_weight_cap: float
+    # The engine–trainer correction (rayrlhf.algos.rollout_correction): mode, C (or β), α.
+    rollout_correction: str
+    correction_cap: float
+    correction_low: float
     # The KL to the reference and its controller.
     kl_controller: str
     kl_coef: float
@@ -76,7 +81,10 @@ class LearnerSettings:
             reference_in_learner=config.uses_reference and not config.reference_workers,
             temperature=r.temperature,
             max_staleness=r.max_staleness,
-            behaviour_is_old=r.backend == "hf" and r.max_staleness == 0,
+            # Not with a rollout correction: it compares the two, so the learner computes its own.
+            behaviour_is_old=r.backend == "hf"
+            and r.max_staleness == 0
+            and a.rollout_correction == "none",
             group_size=r.group_size,
             clip_range=p.clip_range,
             value_clip_range=p.value_clip_range,
@@ -88,6 +96,9 @@ class LearnerSettings:
             group_eps=a.group_eps,
             loss_constant=float(a.loss_constant or r.max_new_tokens),
             behaviour_weight_cap=a.behaviour_weight_cap,
+            rollout_correction=a.rollout_correction,
+            correction_cap=a.rollout_correction_cap or DEFAULT_CAPS.get(a.rollout_correction, 1.0),
+            correction_low=a.rollout_correction_low,
             kl_controller=p.kl_controller,
             kl_coef=p.kl_coef,
             kl_target=p.kl_target,

@@ -19,6 +19,7 @@ from rayrlhf.algos.kl import KL_ESTIMATORS
 from rayrlhf.algos.losses import policy_loss, value_loss
 from rayrlhf.algos.masking import masked_mean
 from rayrlhf.algos.off_policy import behaviour_weights
+from rayrlhf.algos.rollout_correction import correction_stats, correction_weights
 from rayrlhf.engine import grad_norm
 from rayrlhf.experience import RolloutBatch
 from rayrlhf.forward import response_logprobs, response_values
@@ -159,14 +160,7 @@ class PolicyUpdate:
         if capture:  # the weights have not moved since the rollout: these are the old log-probs
             t.old_logprobs[idx] = (logprobs.detach().float() * mask).cpu()
         proximal = t.old_logprobs[idx].to(device)
-        w = None
-        if s.max_staleness:  # decoupled PPO: correct for the behaviour policy
-            w = behaviour_weights(
-                proximal_logprobs=proximal,
-                behaviour_logprobs=batch.logprobs[idx].to(device),
-                mask=mask,
-                cap=s.behaviour_weight_cap,
-            )
+        w, weight_stats = self._token_weights(proximal, batch.logprobs[idx].to(device), mask)
         pg = policy_loss(
             logprobs=logprobs,
             old_logprobs=proximal,
@@ -183,7 +177,7 @@ class PolicyUpdate:
             loss = loss - s.entropy_coef * aggregate(entropy, mask, algo.loss_agg, s.loss_constant)
         stats = {
             "loss/policy": pg.loss.item(),
-            **(_weight_stats(w, mask, s.behaviour_weight_cap) if w is not None else {}),
+            **weight_stats,
             "policy/clip_fraction": pg.clip_fraction.item(),
             "policy/approx_kl": pg.approx_kl.item(),
             "policy/entropy": masked_mean(entropy, mask).item(),
@@ -217,6 +211,36 @@ class PolicyUpdate:
             stats["loss/value"] = vl.loss.item()
             stats["value/clip_fraction"] = vl.clip_fraction.item()
         return stats
+
+    def _token_weights(
+        self, proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """(B, T) importance weights of the policy loss (None: all ones) and their metrics.
+
+        The engine–trainer correction where one is set (with stale samples it takes the place
+        of the decoupled weight: both weigh the same ratio π_prox / π_behaviour); else, with
+        stale samples, decoupled PPO's truncated weight.
+        """
+        s = self.s
+        if s.rollout_correction != "none":
+            cap = (
+                min(s.correction_cap, s.behaviour_weight_cap)
+                if s.max_staleness and (s.rollout_correction == "tis")
+                else s.correction_cap
+            )
+            c = correction_weights(
+                proximal, behaviour, mask, s.rollout_correction, cap, s.correction_low
+            )
+            return c.weights, correction_stats(c, proximal, behaviour, mask)
+        if s.max_staleness:  # decoupled PPO: correct for the behaviour policy
+            w = behaviour_weights(
+                proximal_logprobs=proximal,
+                behaviour_logprobs=behaviour,
+                mask=mask,
+                cap=s.behaviour_weight_cap,
+            )
+            return w, _weight_stats(w, mask, s.behaviour_weight_cap)
+        return None, {}
 
 
 def _weight_stats(w: torch.Tensor, mask: torch.Tensor, cap: float) -> dict[str, float]:

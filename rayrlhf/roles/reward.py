@@ -4,8 +4,9 @@ endpoint."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rayrlhf.config import RewardConfig
 from rayrlhf.experience import Rollout, Scores
@@ -13,8 +14,10 @@ from rayrlhf.rewards.http import HttpScorer
 from rayrlhf.rewards.model_scorer import ModelScorer
 from rayrlhf.rewards.validation import RewardError, validate_scores
 
-__all__ = ["RewardError", "RewardWorker", "import_function", "validate_scores"]
+__all__ = ["RewardError", "RewardWorker", "import_function", "takes_rows", "validate_scores"]
 
+# Metric names the reward already has: reward/mean, reward/std (reward/NAME per component).
+RESERVED_COMPONENTS = frozenset({"mean", "std", "stderr"})
 ScoreFn = Callable[[list[str], list[str]], Sequence[float]]
 
 
@@ -33,15 +36,25 @@ def import_function(spec: str) -> ScoreFn:
     return fn
 
 
+def takes_rows(fn: Callable) -> bool:
+    """Whether a reward function wants the prompt rows: it has a parameter named ``rows``."""
+    try:
+        return "rows" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or a C callable: text only
+        return False
+
+
 class RewardWorker:
     """Scores rollout chunks with a sequence-classification model, a user function or a URL."""
 
     def __init__(self, config: RewardConfig, device: str = "cpu") -> None:
         self.cfg = config
         self.http: HttpScorer | None = None
+        self.takes_rows = False
         if config.function is not None:
             self.source = f"reward function {config.function}"
             self.score_fn: ScoreFn = import_function(config.function)
+            self.takes_rows = takes_rows(self.score_fn)
         elif config.url is not None:
             self.source = f"reward endpoint {config.url}"
             self.http = HttpScorer.from_config(config)  # with its bearer token, if one is set
@@ -50,12 +63,34 @@ class RewardWorker:
             self.score_fn = ModelScorer(config.model, config.batch_size, device)
 
     def score(self, rollout: Rollout) -> Scores:
-        """(B,) rewards for a rollout chunk, validated to be finite and one per sample."""
+        """(B,) rewards for a rollout chunk, validated to be finite and one per sample.
+
+        A function with a ``rows`` parameter (a verifier) also gets the chunk's prompt rows. A
+        function may return named components (``{name: scores}``): each is validated and kept,
+        and the reward is their sum weighted by ``reward.component_weights`` (1 by default).
+        """
         start = time.perf_counter()
         prompts, responses = list(rollout.prompts), list(rollout.responses)
         if self.http is not None:
             raw = self.http.score(list(rollout.sample_ids), prompts, responses)
+        elif self.takes_rows:
+            raw = self.score_fn(prompts, responses, rows=rollout.rows)
         else:
             raw = self.score_fn(prompts, responses)
-        rewards = validate_scores(raw, rollout.sample_ids, self.source)
-        return Scores(list(rollout.sample_ids), rewards, time.perf_counter() - start)
+        ids, components = rollout.sample_ids, {}
+        if isinstance(raw, Mapping):
+            bad = [k for k in raw if not str(k).isidentifier() or k in RESERVED_COMPONENTS]
+            if not raw or bad:
+                raise RewardError(
+                    f"{self.source} returned components {list(raw)}: expected at least one, "
+                    f"named by identifiers other than {sorted(RESERVED_COMPONENTS)}"
+                )
+            components = {
+                str(k): validate_scores(v, ids, f"{self.source} (component {k!r})")
+                for k, v in raw.items()
+            }
+            weights = self.cfg.component_weights
+            rewards = sum(weights.get(k, 1.0) * v for k, v in components.items())
+        else:
+            rewards = validate_scores(raw, ids, self.source)
+        return Scores(list(ids), rewards, time.perf_counter() - start, components)

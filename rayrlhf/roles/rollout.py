@@ -135,4 +135,5 @@ class RolloutWorker:
             responses=responses,
             generate_seconds=time.perf_counter() - start,
             group_size=chunk.group_size,
+            rows=chunk.rows,
         )

@@ -54,6 +54,7 @@ def _local_sums(r: StepRecord) -> dict[str, torch.Tensor | float]:
     sums.update({f"time/{p}": t for p, t in zip(PHASES, batch.phase_seconds, strict=True)})
     sums.update({f"staleness/{age}": count for age, count in enumerate(r.staleness)})
     sums.update({f"loss:{key}": value for key, value in r.losses.items()})
+    sums.update({f"part:{k}": v.sum() for k, v in batch.reward_components.items()})
     return sums
 
 
@@ -103,6 +104,8 @@ def step_metrics(
         metrics["staleness/mean"] = sum(a * c for a, c in enumerate(ages)) / n
         if n_tok > t["fresh_tokens"]:
             metrics["off_policy/logprob_gap"] = t["stale_gap"] / (n_tok - t["fresh_tokens"])
+    for key in (k for k in t if k.startswith("part:")):  # the reward's named components
+        metrics[f"reward/{key[5:]}"] = t[key] / n
     world_size = s.engine.num_ranks
     for key in r.losses:
         metrics[key] = t[f"loss:{key}"] / world_size
