@@ -5,6 +5,14 @@ Layout of one rollout row (P = padded prompt length, R = padded response length)
     [pad pad p1 p2 p3 | r1 r2 r3 EOS pad pad]
      prompt_mask 0 0 1 1 1   response_mask 1 1 1 1 0 0
 
+A multi-turn episode's response is its turns with the environment's observations between them,
+token ids as sampled and as tokenised once: ``response_mask`` (the loss mask) is 1 on generated
+tokens only, ``response_attention`` 1 on observations too::
+
+    [p1 p2 | t1 t2 </call> o1 o2 o3 t3 t4 EOS pad]
+     response_mask        1 1 1 0 0 0 1 1 1 0
+     response_attention   1 1 1 1 1 1 1 1 1 0
+
 Prompts are left-padded so that generation continues at the same column for every row; responses
 are right-padded. ``response_mask`` marks the generated tokens up to and including the EOS that
 ended the response: the EOS is an action the policy took, so it is trained on even when the
@@ -70,6 +78,12 @@ class Rollout:
     generate_seconds: float = 0.0  # worker time spent in generate, for the phase timings
     group_size: int = 1  # consecutive rows share a prompt, G at a time
     rows: list[dict[str, Any]] | None = None  # the chunk's prompt rows (PromptChunk.rows)
+    # Multi-turn episodes: (B, R) 1 on every real response token, the environment's observation
+    # tokens too (which response_mask, the loss mask, leaves 0); None: response_mask.
+    response_attention: Tensor | None = None
+    # Per-episode figures of multi-turn rollouts, (B,) float each: turns, tool calls, ...
+    episode_stats: dict[str, Tensor] = field(default_factory=dict)
+    env_rewards: Tensor | None = None  # (B,) the environment's reward contributions, summed
 
     @property
     def input_ids(self) -> Tensor:
@@ -77,9 +91,14 @@ class Rollout:
         return torch.cat([self.prompt_ids, self.response_ids], dim=1)
 
     @property
+    def response_attention_mask(self) -> Tensor:
+        """(B, R) 1 on every real response token, observations included."""
+        return self.response_mask if self.response_attention is None else self.response_attention
+
+    @property
     def attention_mask(self) -> Tensor:
-        """(B, P+R) 1 on real prompt and response tokens."""
-        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+        """(B, P+R) 1 on real prompt and response tokens (observations included)."""
+        return torch.cat([self.prompt_mask, self.response_attention_mask], dim=1)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -136,6 +155,7 @@ class RolloutBatch:
     # Worker busy time summed over the chunks: generate, score, reference.
     phase_seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)
     reward_components: dict[str, Tensor] = field(default_factory=dict)  # name → (B,)
+    episode_stats: dict[str, Tensor] = field(default_factory=dict)  # name → (B,), multi-turn
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -183,6 +203,7 @@ def join_chunks(
     prompt_mask = cat(lambda k: rollouts[k].prompt_mask, p, 0, left=True)
     response_ids = cat(lambda k: rollouts[k].response_ids, n, pad_id)
     response_mask = cat(lambda k: rollouts[k].response_mask, n, 0)
+    response_attention = cat(lambda k: rollouts[k].response_attention_mask, n, 0)
     group_index, offset = [], 0
     for r, keep in zip(rollouts, rows, strict=True):
         g = _rows(torch.arange(len(r)) // r.group_size, keep)
@@ -200,7 +221,7 @@ def join_chunks(
             dtype=torch.long,
         ),
         input_ids=torch.cat([prompt_ids, response_ids], dim=1),
-        attention_mask=torch.cat([prompt_mask, response_mask], dim=1),
+        attention_mask=torch.cat([prompt_mask, response_attention], dim=1),
         response_mask=response_mask,
         logprobs=cat(lambda k: rollouts[k].logprobs, n, 0.0),
         ref_logprobs=cat(lambda k: refs[k].logprobs, n, 0.0) if with_ref else None,
@@ -214,6 +235,12 @@ def join_chunks(
             sum(s.seconds for s in scores),
             sum(r.seconds for r in refs if r is not None),
         ),
+        episode_stats={
+            name: torch.cat(
+                [_rows(r.episode_stats[name], k) for r, k in zip(rollouts, rows, strict=True)]
+            )
+            for name in rollouts[0].episode_stats
+        },
         reward_components={
             name: torch.cat(
                 [_rows(s.components[name], k) for s, k in zip(scores, rows, strict=True)]

@@ -47,7 +47,7 @@ def gae(
         rewards: (B, T) per-token rewards.
         values: (B, T) critic values V_t for each response token.
         response_mask: (B, T) bool or 0/1; 0 marks right padding after the
-            response ends.
+            response ends, and observation tokens between the turns of an episode.
         gamma: Discount factor.
         gae_lambda: GAE lambda (bias/variance trade-off).
 
@@ -76,7 +76,14 @@ def gae(
         delta = rewards[:, t] + gamma * next_value * next_mask - values[:, t]
         adv_t = delta + gamma * gae_lambda * next_mask * next_adv
         advantages[:, t] = adv_t
-        next_value, next_adv, next_mask = values[:, t], adv_t, mask[:, t]
+        # A masked position inside a response (an environment's observation tokens between two
+        # turns) is no step of the policy: the recursion passes over it, so the turn's last
+        # token bootstraps from the next turn's first. Right padding is masked too, and there
+        # the carried values are still the zeros they started as.
+        here = valid[:, t]
+        next_value = torch.where(here, values[:, t], next_value)
+        next_adv = torch.where(here, adv_t, next_adv)
+        next_mask = torch.where(here, mask[:, t], next_mask)
 
     advantages = advantages * mask
     returns = (advantages + values) * mask
@@ -159,8 +166,8 @@ def discounted_returns(rewards: Tensor, response_mask: Tensor, gamma: float) -> 
 
     Args:
         rewards: (B, T) per-token rewards.
-        response_mask: (B, T) right-padded response mask.
-        gamma: Discount per token.
+        response_mask: (B, T) right-padded response mask (0s between an episode's turns too).
+        gamma: Discount per generated token.
 
     Returns:
         (B, T) returns, zero on padding.
@@ -171,7 +178,9 @@ def discounted_returns(rewards: Tensor, response_mask: Tensor, gamma: float) -> 
     out = torch.zeros_like(r)
     running = torch.zeros_like(r[:, 0])
     for t in reversed(range(r.shape[1])):
-        running = r[:, t] + gamma * running
+        # Masked positions (padding, an episode's observation tokens) are no steps: not
+        # discounted over.
+        running = torch.where(valid[:, t], r[:, t] + gamma * running, running)
         out[:, t] = running
     return torch.where(valid, out, torch.zeros_like(out))
 

@@ -63,8 +63,9 @@ def token_rewards(scores: Tensor, kl: Tensor, response_mask: Tensor, kl_coef: fl
     Args:
         scores: (B,) sequence-level reward-model scores.
         kl: (B, T) per-token KL estimates.
-        response_mask: (B, T) bool or 0/1, right-padded. The mask (not the token
-            id) decides where the response ends, so an EOS equal to pad still counts.
+        response_mask: (B, T) bool or 0/1, right-padded (0s between an episode's turns
+            too). The mask (not the token id) decides where the response ends, so an EOS equal
+            to pad still counts.
         kl_coef: Penalty coefficient beta.
 
     Returns:
@@ -78,7 +79,10 @@ def token_rewards(scores: Tensor, kl: Tensor, response_mask: Tensor, kl_coef: fl
         empty = torch.nonzero(lengths == 0).flatten().tolist()
         raise ValueError(f"response_mask has empty rows {empty}; cannot place the score")
     rewards = torch.where(response_mask.bool(), -kl_coef * kl, torch.zeros_like(kl))
-    last_idx = (lengths - 1).unsqueeze(-1)
+    # The last token the policy generated: the mask's last 1 (observation tokens between turns
+    # may leave 0s before it, so not the count of 1s).
+    width = response_mask.shape[-1]
+    last_idx = (width - 1 - response_mask.to(torch.long).flip(-1).argmax(-1)).unsqueeze(-1)
     # scatter_add (out of place) so the score adds to, not replaces, the KL term.
     return rewards.scatter_add(-1, last_idx, scores.to(rewards.dtype).unsqueeze(-1))
 

@@ -83,6 +83,27 @@ class RolloutConfig(_Section):
         "at most this many policy versions old.",
     )
 
+    environment: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'module:Class' of a multi-turn environment (rayrlhf.envs): episodes of "
+        "turns and observations, e.g. rayrlhf.envs.calculator:CalculatorEnv; null: one turn.",
+    )
+    max_turns: int = Field(4, ge=1, description="Model turns per episode at most.")
+    max_episode_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="An episode's response tokens at most, observations included (then it is "
+        "truncated); default max_turns × (max_new_tokens + 16).",
+    )
+
+    @property
+    def response_budget(self) -> int:
+        """The longest response: one turn, or an episode's turns and observations."""
+        if self.environment is None:
+            return self.max_new_tokens
+        return self.max_episode_tokens or self.max_turns * (self.max_new_tokens + 16)
+
     @model_validator(mode="after")
     def _template_has_prompt(self) -> RolloutConfig:
         if "{prompt}" not in self.plain_template:

@@ -130,11 +130,11 @@ class Config(_Section):
                 "names the policy version it is generated with, and its worker loads that "
                 "version from the object store when it differs from the one it holds"
             )
-        need = r.max_prompt_tokens + r.max_new_tokens
+        need = r.max_prompt_tokens + r.response_budget
         if r.vllm.max_model_len is not None and r.vllm.max_model_len < need:
             raise ValueError(
                 f"rollout.vllm.max_model_len ({r.vllm.max_model_len}) is shorter than "
-                f"rollout.max_prompt_tokens + rollout.max_new_tokens ({need})"
+                f"rollout.max_prompt_tokens + the longest response ({need})"
             )
         return self
 

@@ -32,8 +32,14 @@ class Engine(Protocol):
         prompt_mask: torch.Tensor,
         chunk_seed: int,
         row_seeds: list[int],
+        max_new_tokens: int | None = None,
+        stop: list[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, P) left-padded prompts → (B, R) response ids and (B, R) float32 log-probs."""
+        """(B, P) left-padded prompts → (B, R) response ids and (B, R) float32 log-probs.
+
+        ``max_new_tokens`` (default ``rollout.max_new_tokens``) and ``stop``, strings that end a
+        row like EOS (a tool call's end; the string is kept): one turn of an episode.
+        """
         ...
 
     def load_weights(

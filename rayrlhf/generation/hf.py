@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 from collections.abc import Iterable, Mapping
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from rayrlhf.config import Config
-from rayrlhf.generation.sampling import InverseCdfSampler
+from rayrlhf.generation.sampling import InverseCdfSampler, StopOnText
 from rayrlhf.ilql_model import ilql_sample, is_ilql_folder, load_ilql
 from rayrlhf.lora import adapter_tensors, load_adapter_tensors
 from rayrlhf.models import load_policy
@@ -49,15 +49,20 @@ class HFEngine:
         prompt_mask: torch.Tensor,
         chunk_seed: int,
         row_seeds: list[int],
+        max_new_tokens: int | None = None,
+        stop: list[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, P) left-padded prompts → (B, R) response ids and (B, R) behaviour log-probs.
 
         One generator seeded by ``chunk_seed`` samples the whole chunk (``row_seeds`` unused):
         a chunk re-run anywhere samples the same responses. The log-probs are under
-        softmax(logits / temperature), before any top-p cut.
+        softmax(logits / temperature), before any top-p cut. A row that produced a ``stop``
+        string is padded from there on, as after EOS.
         """
         tok = self.tokenizer
         if self.ilql:
+            if stop or max_new_tokens:
+                raise ValueError("an ILQL policy generates single-turn responses only")
             return self._generate_ilql(prompt_ids, prompt_mask, chunk_seed)
         sampler = InverseCdfSampler(
             self.cfg.temperature,
@@ -71,10 +76,13 @@ class HFEngine:
             attention_mask=prompt_mask.to(self.device),
             do_sample=False,
             logits_processor=LogitsProcessorList([sampler]),
-            max_new_tokens=self.cfg.max_new_tokens,
+            max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             use_cache=True,
+            stopping_criteria=StoppingCriteriaList(
+                [StopOnText(tok, stop, prompt_ids.shape[1])] if stop else []
+            ),
         )
         response_ids = out[:, prompt_ids.shape[1] :]
         return response_ids.cpu(), sampler.logprobs().cpu()

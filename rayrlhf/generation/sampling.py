@@ -13,8 +13,10 @@ elsewhere), so it keeps the KV cache, EOS and padding logic as they are.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, StoppingCriteria
 
 
 class InverseCdfSampler(LogitsProcessor):
@@ -69,3 +71,29 @@ def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
     token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return token.clamp_max(probs.shape[-1] - 1)
+
+
+class StopOnText(StoppingCriteria):
+    """Ends each row of ``generate`` whose new text holds one of ``stop`` (a tool call's end).
+
+    Why not ``generate(stop_strings=...)``: Hugging Face's version precomputes token-string
+    overlaps from the vocabulary and fails on word-level tokenizers; this one decodes each
+    row's last ``window`` new tokens per step (a few short strings, a few dozen tokens).
+    """
+
+    def __init__(self, tokenizer: Any, stop: list[str], prompt_len: int, window: int = 16) -> None:
+        self.tokenizer, self.stop, self.prompt_len, self.window = (
+            tokenizer,
+            stop,
+            prompt_len,
+            window,
+        )
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        """(B, S) ids so far → (B,) bool: this row is done."""
+        tails = input_ids[:, max(self.prompt_len, input_ids.shape[1] - self.window) :]
+        texts = self.tokenizer.batch_decode(tails)
+        done = [any(s in t for s in self.stop) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -68,7 +68,7 @@ class VllmEngine:
             model=config.model.policy,
             tokenizer=config.tokenizer_path,
             dtype=DTYPES[config.learner.precision],
-            max_model_len=v.max_model_len or self.cfg.max_prompt_tokens + self.cfg.max_new_tokens,
+            max_model_len=v.max_model_len or self.cfg.max_prompt_tokens + self.cfg.response_budget,
             gpu_memory_utilization=v.gpu_memory_utilization,
             tensor_parallel_size=v.tensor_parallel_size,
             enforce_eager=v.enforce_eager,
@@ -97,9 +97,12 @@ class VllmEngine:
         prompt_mask: torch.Tensor,
         chunk_seed: int,
         row_seeds: list[int],
+        max_new_tokens: int | None = None,
+        stop: list[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, P) left-padded prompts → (B, R) response ids (right-padded with the pad id) and
-        (B, R) behaviour log-probs (0 past the end); row i is sampled with ``row_seeds[i]``."""
+        (B, R) behaviour log-probs (0 past the end); row i is sampled with ``row_seeds[i]``.
+        ``stop`` strings end a row, kept in its ids (vLLM detokenizes to find them)."""
         c, tok = self.cfg, self.tokenizer
         prompts = [
             {"prompt_token_ids": ids[mask.bool()].tolist()}
@@ -110,11 +113,13 @@ class VllmEngine:
                 temperature=c.temperature,
                 top_p=c.top_p,
                 top_k=-1,
-                max_tokens=c.max_new_tokens,
+                max_tokens=max_new_tokens or c.max_new_tokens,
                 seed=seed,
                 logprobs=0,  # the sampled token's own log-prob
-                detokenize=False,  # the worker decodes with the policy's tokenizer
+                # The worker decodes with the policy's tokenizer; stop strings need vLLM's.
+                detokenize=bool(stop),
                 stop_token_ids=[tok.eos_token_id],
+                **({"stop": list(stop), "include_stop_str_in_output": True} if stop else {}),
             )
             for seed in row_seeds
         ]

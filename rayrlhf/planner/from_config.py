@@ -47,7 +47,7 @@ def defaults(config: Config) -> dict[str, Any]:
         "rollout_gpus": r.num_workers * tp,  # one engine spans tp GPUs
         "spread_learner": lrn.placement == "spread",
         "micro_batch": lrn.micro_batch_size,
-        "seq_len": r.max_prompt_tokens + r.max_new_tokens,
+        "seq_len": r.max_prompt_tokens + r.response_budget,
         "rollout_batch": r.chunk_size * r.group_size,  # rows of one generate call
         "rollout_backend": r.backend,
         "vllm_memory": r.vllm.gpu_memory_utilization,

@@ -89,8 +89,11 @@ class RewardWorker:
                 str(k): validate_scores(v, ids, f"{self.source} (component {k!r})")
                 for k, v in raw.items()
             }
-            weights = self.cfg.component_weights
-            rewards = sum(weights.get(k, 1.0) * v for k, v in components.items())
         else:
             rewards = validate_scores(raw, ids, self.source)
+        if rollout.env_rewards is not None:  # a multi-turn environment's own contributions
+            components = {**(components or {"score": rewards}), "env": rollout.env_rewards}
+        if components:
+            weights = self.cfg.component_weights
+            rewards = sum(weights.get(k, 1.0) * v for k, v in components.items())
         return Scores(list(ids), rewards, time.perf_counter() - start, components)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -11,8 +12,10 @@ import torch
 
 from rayrlhf.config import Config
 from rayrlhf.data.encode import fit_prompt
+from rayrlhf.envs import load_environment
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
 from rayrlhf.generation import make_engine
+from rayrlhf.generation.episodes import run_episodes
 from rayrlhf.models import load_tokenizer
 from rayrlhf.weights.transport import BroadcastGroup, FlatWeights, receive_params, unflatten_params
 
@@ -36,6 +39,8 @@ class RolloutWorker:
         self.backend = config.learner.backend
         self.sync_group: BroadcastGroup | None = None
         self.load_seconds = 0.0  # the last weight load, for the backend benchmark
+        env = self.cfg.environment
+        self.env_cls = load_environment(env) if env is not None else None
 
     def get_policy_version(self) -> int:
         """The version of the weights this worker generates with now."""
@@ -104,9 +109,10 @@ class RolloutWorker:
             self.load_weights(ray.get(weights[0]), version)
         self.engine.wake()
         tok, c = self.tokenizer, self.cfg
+        envs = self._environments(chunk)
+        firsts = chunk.prompts if envs is None else [env.first for env in envs]
         ids = [
-            fit_prompt(tok, p, c.template, c.plain_template, c.max_prompt_tokens)
-            for p in chunk.prompts
+            fit_prompt(tok, p, c.template, c.plain_template, c.max_prompt_tokens) for p in firsts
         ]
         if min(len(i) for i in ids) == 0:
             raise ValueError(f"empty prompt in chunk starting at {chunk.sample_ids[0]!r}")
@@ -116,12 +122,22 @@ class RolloutWorker:
         # on another worker (after a failure, a resize or a resume) samples the same responses.
         chunk_seed = zlib.crc32(f"{self.seed}/{chunk.sample_ids[0]}".encode())
         row_seeds = [zlib.crc32(f"{self.seed}/{sid}".encode()) for sid in chunk.sample_ids]
-        response_ids, logprobs = self.engine.generate(
-            prompt_ids, prompt_mask, chunk_seed, row_seeds
-        )
-        mask = response_mask_from_ids(response_ids, tok.eos_token_id)
+        episodes = None
+        if envs is None:
+            response_ids, logprobs = self.engine.generate(
+                prompt_ids, prompt_mask, chunk_seed, row_seeds
+            )
+            mask = attention = response_mask_from_ids(response_ids, tok.eos_token_id)
+        else:
+            limits = (c.max_turns, c.max_new_tokens, c.response_budget)
+            episodes = run_episodes(
+                self.engine, tok, [e.env for e in envs], ids, chunk_seed, row_seeds, limits
+            )
+            response_ids, logprobs = episodes.response_ids, episodes.logprobs
+            mask, attention = episodes.response_mask, episodes.response_attention
         responses = tok.batch_decode(
-            response_ids * mask + tok.pad_token_id * (1 - mask), skip_special_tokens=True
+            response_ids * attention + tok.pad_token_id * (1 - attention),
+            skip_special_tokens=True,
         )
         return Rollout(
             sample_ids=list(chunk.sample_ids),
@@ -136,4 +152,26 @@ class RolloutWorker:
             generate_seconds=time.perf_counter() - start,
             group_size=chunk.group_size,
             rows=chunk.rows,
+            response_attention=None if episodes is None else attention,
+            episode_stats={} if episodes is None else episodes.stats,
+            env_rewards=None if episodes is None else episodes.rewards,
         )
+
+    def _environments(self, chunk: PromptChunk) -> list[_Started] | None:
+        """One environment per row, reset on its prompt row and sample id (None: one turn)."""
+        if self.env_cls is None:
+            return None
+        rows = chunk.rows or [{} for _ in chunk.prompts]
+        started = []
+        for prompt, row, sid in zip(chunk.prompts, rows, chunk.sample_ids, strict=True):
+            env = self.env_cls()
+            started.append(_Started(env, env.reset({"prompt": prompt, **row}, sid)))
+        return started
+
+
+@dataclass
+class _Started:
+    """An environment after reset, with its first observation."""
+
+    env: Any
+    first: str

@@ -55,6 +55,7 @@ def _local_sums(r: StepRecord) -> dict[str, torch.Tensor | float]:
     sums.update({f"staleness/{age}": count for age, count in enumerate(r.staleness)})
     sums.update({f"loss:{key}": value for key, value in r.losses.items()})
     sums.update({f"part:{k}": v.sum() for k, v in batch.reward_components.items()})
+    sums.update({f"episode:{k}": v.sum() for k, v in batch.episode_stats.items()})
     return sums
 
 
@@ -106,6 +107,8 @@ def step_metrics(
             metrics["off_policy/logprob_gap"] = t["stale_gap"] / (n_tok - t["fresh_tokens"])
     for key in (k for k in t if k.startswith("part:")):  # the reward's named components
         metrics[f"reward/{key[5:]}"] = t[key] / n
+    for key in (k for k in t if k.startswith("episode:")):  # multi-turn: means per episode
+        metrics[f"episode/{key[8:]}"] = t[key] / n
     world_size = s.engine.num_ranks
     for key in r.losses:
         metrics[key] = t[f"loss:{key}"] / world_size
