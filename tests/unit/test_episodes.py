@@ -7,35 +7,39 @@ from __future__ import annotations
 import pytest
 import torch
 from inprocess import setup_learner, step_config
-from word_env import WordEnv
 
 from rayrlhf.envs import EnvStep
+from rayrlhf.envs.words import WordToolEnv
 from rayrlhf.experience import PromptChunk
 from rayrlhf.generation.episodes import run_episodes
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker
 from rayrlhf.tiny_models import build_tokenizer
 
-ENV = ["rollout.environment=word_env:WordEnv", "rollout.max_turns=3", "rollout.max_new_tokens=8"]
+ENV = [
+    "rollout.environment=rayrlhf.envs.words:WordToolEnv",
+    "rollout.max_turns=3",
+    "rollout.max_new_tokens=8",
+]
 CHUNK = PromptChunk([f"0-{i}" for i in range(6)], ["the movie was"] * 6)
 
 
 @pytest.fixture(scope="module")
 def episode(tiny_model, prompts_file):
-    """A chunk of six WordEnv episodes from the tiny model (two of them make a tool call)."""
+    """A chunk of six WordToolEnv episodes from the tiny model (two of them make a tool call)."""
     config = step_config(tiny_model, prompts_file, *ENV)
     return config, RolloutWorker(config).generate(CHUNK)
 
 
 def _observation_ids() -> list[int]:
-    return build_tokenizer()(WordEnv.OBSERVATION, add_special_tokens=False)["input_ids"]
+    return build_tokenizer()(WordToolEnv.OBSERVATION, add_special_tokens=False)["input_ids"]
 
 
 def _observed(rollout) -> torch.Tensor:
     """(B, R) bool: where the observations are, found from the token ids alone (not from any
     mask the code under test made): the tokens right after a turn's closing word."""
     tok = build_tokenizer()
-    closing = {tok.convert_tokens_to_ids(w) for w in WordEnv.stop}
+    closing = {tok.convert_tokens_to_ids(w) for w in WordToolEnv.stop}
     n, out = len(_observation_ids()), torch.zeros_like(rollout.response_ids, dtype=torch.bool)
     for i, row in enumerate(rollout.response_ids.tolist()):
         real = int(rollout.response_attention_mask[i].sum())

@@ -1,5 +1,5 @@
-"""A test environment for the tiny word-level models: the words "good" and "film" end a turn
-as a tool call's closing tag would.
+"""An environment for the tiny word-level models (rayrlhf.tiny_models), for tests and
+benchmarks: the words "good" and "film" end a turn as a tool call's closing tag would.
 
 A turn ending so is answered with the observation "the plot" (two tokens) and another turn; a
 turn without either ends the episode. Each call earns 0.25; a call whose turn also says "bad"
@@ -13,7 +13,7 @@ from typing import Any
 from rayrlhf.envs import EnvStep
 
 
-class WordEnv:
+class WordToolEnv:
     """See the module docstring."""
 
     stop = ["good", "film"]
