@@ -127,7 +127,7 @@ def cluster_job(steps: int) -> dict:
             "scale_exit_code": scale.returncode,
             "scale_output": (scale.stdout + scale.stderr).strip().splitlines()[-4:],
             "placement_with_3_rollout_workers": placed,
-            "job_log_tail": log.strip().splitlines()[-3:],
+            "job_log_tail": log.strip().splitlines()[-12:],
         }
     finally:
         cluster.shutdown()

@@ -67,7 +67,8 @@ def test_a_submitted_job_runs_to_the_end_and_scales_across_nodes():
     """`ray job submit` (launch/submit.sh) on a head, a learner node and two worker nodes; once
     its first step is logged, `rayrlhf scale` (another process) asks for 3 rollout workers."""
     job = _benchmark("cluster_job.py", "--steps", "60")
-    assert job["job_exit_code"] == 0 and job["steps_logged"] == list(range(1, 61))
+    assert job["job_exit_code"] == 0, "\n".join(job["job_log_tail"])
+    assert job["steps_logged"] == list(range(1, 61))
     assert job["scale_exit_code"] == 0, job["scale_output"]
     workers = job["rollout_workers_per_step"]
     assert workers[0] == 1 and workers[-1] == 3  # resized mid-run, kept to the end

@@ -27,7 +27,11 @@ from rayrlhf.trackers import load_state
 pytestmark = pytest.mark.integration
 
 STEPS = 4
-ONE_RANK = ("learner.num_ranks=1", "learner.zero_stage=2", "learner.micro_batch_size=4")
+# Multi-turn episodes: a turn ending in "good" or "film" is a tool call, answered by an
+# observation and another turn (rayrlhf.envs.words). The one-rank runs are all multi-turn, so
+# every fault below strikes episodes in flight; the two-rank runs stay single-turn.
+EPISODES = ("rollout.environment=rayrlhf.envs.words:WordToolEnv", "rollout.max_turns=3")
+ONE_RANK = ("learner.num_ranks=1", "learner.zero_stage=2", "learner.micro_batch_size=4", *EPISODES)
 TWO_RANKS = ("learner.num_ranks=2", "learner.zero_stage=3", "learner.micro_batch_size=2")
 
 
@@ -103,8 +107,9 @@ def test_n_steps_stop_resume_n_steps_equals_2n(survival, clean_two, mlflow_serve
 
 
 def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
-    """A rollout worker hung (SIGSTOP) in step 1, a rollout, a reward and a reference worker
-    killed (SIGKILL of their processes) mid-step in steps 2-4: same run as without them."""
+    """Multi-turn episodes on two rollout workers: one hung (SIGSTOP) in step 1, a rollout
+    worker (while it runs its episodes), a reward and a reference worker killed (SIGKILL of
+    their processes) mid-step in steps 2-4: same run as without them."""
 
     def kill(role_index: int, sig: int = signal.SIGKILL):
         return lambda flight: os.kill(pid_of(flight.actors[role_index]), sig)
@@ -116,6 +121,7 @@ def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
     last = run["rows"][-1]
     assert last["faults/worker_restarts"] == 4
     assert last["faults/redispatched_chunks"] >= 3
+    assert sum(r["episode/tool_calls"] for r in run["rows"]) > 0  # episodes of several turns
 
 
 def test_a_dead_learner_rank_restarts_the_group_from_the_checkpoint(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from inprocess import setup_learner, step_config
 
-from rayrlhf.algos.rollout_correction import correction_weights, mismatch_kl
+from rayrlhf.algos.rollout_correction import DEFAULT_CAPS, correction_weights, mismatch_kl
 from rayrlhf.experience import PromptChunk
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker
@@ -65,15 +65,6 @@ def test_mismatch_kl_is_k3_of_the_ratio():
     assert (kl >= 0).all()
 
 
-def _inputs(config, shift_row0: float = 0.0):
-    """One GRPO chunk from in-process workers; row 0's rollout log-probs lowered by
-    ``shift_row0`` per token (an engine that found those tokens less likely than the trainer)."""
-    chunk = PromptChunk([f"0-0.{j}" for j in range(4)], ["the movie was very"] * 4, group_size=4)
-    rollout = RolloutWorker(config).generate(chunk)
-    rollout.logprobs[0] -= shift_row0 * rollout.response_mask[0]
-    return [rollout], [RewardWorker(config.reward, "cpu").score(rollout)], [None]
-
-
 def _grpo(tiny_model, prompts_file, *extra: str):
     return step_config(
         tiny_model,
@@ -86,27 +77,48 @@ def _grpo(tiny_model, prompts_file, *extra: str):
         "rollout.chunk_size=1",
         "learner.minibatch_size=4",
         "learner.micro_batch_size=4",
+        "learner.policy_lr=1e-30",  # weights that do not move: one learner serves every mode
         *extra,
     )
 
 
-def test_the_learner_weights_its_loss_by_the_correction(tiny_model, prompts_file):
+@pytest.fixture(scope="module")
+def corrected(tiny_model, prompts_file):
+    """A learner set up with tis, and one GRPO chunk from an in-process worker."""
+    config = _grpo(tiny_model, prompts_file, "algorithm.rollout_correction=tis")
+    chunk = PromptChunk([f"0-0.{j}" for j in range(4)], ["the movie was very"] * 4, group_size=4)
+    rollout = RolloutWorker(config).generate(chunk)
+    scores = RewardWorker(config.reward, "cpu").score(rollout)
+    return setup_learner(config), rollout, scores
+
+
+def _step(learner, rollout, scores, mode: str, shift_row0: float = 0.0) -> dict:
+    """One step in ``mode`` on the chunk, row 0's rollout log-probs lowered by ``shift_row0``
+    per token (an engine that found those tokens less likely than the trainer)."""
+    moved = dataclasses.replace(rollout, logprobs=rollout.logprobs.clone())
+    moved.logprobs[0] -= shift_row0 * rollout.response_mask[0]
+    cap = DEFAULT_CAPS.get(mode, 1.0)
+    learner.s = learner.update.s = dataclasses.replace(
+        learner.s, rollout_correction=mode, correction_cap=cap, behaviour_is_old=False
+    )
+    learner.policy_version = 0  # the chunk's version: the weights never moved
+    return learner.train_step([moved], [scores], [None])
+
+
+def test_the_learner_weights_its_loss_by_the_correction(corrected):
     """In fp32 on the CPU the HF engine's log-probs are the trainer's to rounding: weights 1,
     KL ≈ 0. An engine 3 nats off on one row: tis truncates that row (ρ = e³ > 2), seq_mask drops
     it, and the loss moves off the uncorrected one."""
-    clean = _grpo(tiny_model, prompts_file, "algorithm.rollout_correction=tis")
-    learner = setup_learner(clean)
+    learner, rollout, scores = corrected
     assert not learner.s.behaviour_is_old  # the trainer's own log-probs, to compare
-    m = learner.train_step(*_inputs(clean))
+    m = _step(learner, rollout, scores, "tis")
     assert m["rollout_correction/weight_mean"] == pytest.approx(1.0, abs=1e-4)
     assert m["rollout_correction/affected_fraction"] == 0.0
     assert 0.0 <= m["rollout_correction/mismatch_kl"] < 1e-6
-    rollouts = _inputs(clean, shift_row0=3.0)
-    row0 = float(rollouts[0][0].response_mask[0].sum() / rollouts[0][0].response_mask.sum())
+    row0 = float(rollout.response_mask[0].sum() / rollout.response_mask.sum())
     losses = {}
     for mode in ("none", "tis", "seq_mask"):
-        config = _grpo(tiny_model, prompts_file, f"algorithm.rollout_correction={mode}")
-        m = setup_learner(config).train_step(*rollouts)
+        m = _step(learner, rollout, scores, mode, shift_row0=3.0)
         losses[mode] = m["loss/policy"]
         if mode != "none":
             assert m["rollout_correction/affected_fraction"] == pytest.approx(row0), mode
@@ -116,17 +128,18 @@ def test_the_learner_weights_its_loss_by_the_correction(tiny_model, prompts_file
     assert len({round(v, 9) for v in losses.values()}) == 3
 
 
-def test_with_stale_samples_the_correction_replaces_the_decoupled_weight(tiny_model, prompts_file):
+def test_with_stale_samples_the_correction_replaces_the_decoupled_weight(corrected):
     """Asynchronous: tis takes the smaller of its cap and behaviour_weight_cap; the weights are
     not multiplied by the decoupled ones (the ratio would count twice)."""
-    config = _grpo(
-        tiny_model, prompts_file, "algorithm.rollout_correction=tis", "rollout.max_staleness=1"
-    )
-    update = setup_learner(config).update
+    update = corrected[0].update
     train, rollout, mask = _lp(4.0, 1.5), torch.zeros(1, 2), torch.ones(1, 2)
     for cap, behaviour_cap, expected in ((3.0, 5.0, 3.0), (3.0, 2.0, 2.0)):
         update.s = dataclasses.replace(
-            update.s, correction_cap=cap, behaviour_weight_cap=behaviour_cap
+            update.s,
+            rollout_correction="tis",
+            max_staleness=1,
+            correction_cap=cap,
+            behaviour_weight_cap=behaviour_cap,
         )
         w, stats = update._token_weights(train, rollout, mask)
         _close(w, [[expected, 1.5]])
