@@ -11,6 +11,7 @@ Files (``python -m rayrlhf.demo.arith_data --out DIR``):
   seed, no question of the training set);
 - ``sft.jsonl``: tool-use traces for the SFT warm-up, ``{"prompt", "response"}``: the prompt as
   the environment shows it, the response ``<calc>EXPR</calc> = RESULT`` then ``Answer: RESULT``;
+  of three of the six kinds only (:data:`SFT_KINDS`), so that GRPO has kinds to learn;
 - ``prompts_direct.jsonl``: the held-out problems asking for the answer directly (no tool), for
   the no-tool comparison.
 """
@@ -45,9 +46,15 @@ TEMPLATES: list[tuple[str, str, list[tuple[int, int]]]] = [
 ]  # fmt: skip
 
 
-def problem(rng: random.Random) -> dict[str, str]:
-    """One problem: ``prompt`` (the question), ``answer`` and ``expression``."""
-    question, expression, ranges = rng.choice(TEMPLATES)
+# The kinds the SFT warm-up's traces show (products of two numbers, sums, prices): the others
+# (a difference, a product of three, an equal split) the policy meets first in GRPO.
+SFT_KINDS = (0, 1, 3)
+
+
+def problem(rng: random.Random, kinds: tuple[int, ...] | None = None) -> dict[str, str]:
+    """One problem of one of ``kinds`` (indices of :data:`TEMPLATES`; default all): ``prompt``
+    (the question), ``answer`` and ``expression``."""
+    question, expression, ranges = TEMPLATES[rng.choice(kinds or range(len(TEMPLATES)))]
     values = dict(zip("abc", (rng.randint(lo, hi) for lo, hi in ranges), strict=False))
     if "{p}" in question:  # an equal split: the total is a multiple of the divisor
         values["p"] = values["a"] * values["b"]
@@ -56,11 +63,14 @@ def problem(rng: random.Random) -> dict[str, str]:
     return {"prompt": question.format(**values), "answer": calculate(expr), "expression": expr}
 
 
-def problems(n: int, seed: int, avoid: set[str] | None = None) -> list[dict[str, str]]:
-    """``n`` distinct problems from ``seed``, none of whose questions is in ``avoid``."""
+def problems(
+    n: int, seed: int, avoid: set[str] | None = None, kinds: tuple[int, ...] | None = None
+) -> list[dict[str, str]]:
+    """``n`` distinct problems of ``kinds`` from ``seed``, none of whose questions is in
+    ``avoid``."""
     rng, out, seen = random.Random(seed), [], set(avoid or ())
     while len(out) < n:
-        p = problem(rng)
+        p = problem(rng, kinds)
         if p["prompt"] not in seen:
             seen.add(p["prompt"])
             out.append(p)
@@ -81,7 +91,7 @@ def write(out: Path, train: int = 2000, heldout: int = 128, sft: int = 400, seed
     out.mkdir(parents=True, exist_ok=True)
     train_rows = problems(train, seed)
     held_rows = problems(heldout, seed + 1, {p["prompt"] for p in train_rows})
-    sft_rows = problems(sft, seed + 2, {p["prompt"] for p in held_rows})
+    sft_rows = problems(sft, seed + 2, {p["prompt"] for p in held_rows}, SFT_KINDS)
 
     def dump(name: str, rows: list[dict], fields: Callable[[dict], dict]) -> None:
         (out / name).write_text("".join(json.dumps(fields(r)) + "\n" for r in rows))
