@@ -78,6 +78,9 @@ def cluster_job(steps: int) -> dict:
     """Start the cluster, submit the job, scale it mid-run; the report."""
     # The job's entrypoint runs `python` on the head node: this environment's.
     os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    # The CLIs talk to the cluster in the mode it was started with: this process's, which Ray
+    # read at import (token where the caller set it, as a test session may, else none).
+    auth = os.environ.get("RAY_AUTH_MODE", "disabled")
     cluster = LocalCluster(
         [
             NodeSpec("learner-a", 2, {"learner_host": 1}),
@@ -94,7 +97,7 @@ def cluster_job(steps: int) -> dict:
             args = ["bash", str(ROOT / "launch" / "submit.sh"), "/dev/null"]
             for item in _overrides(folder, steps):
                 args += ["--set", item]
-            env = {**os.environ, "RAY_ADDRESS": cluster.dashboard_url, "RAY_AUTH_MODE": "disabled"}
+            env = {**os.environ, "RAY_ADDRESS": cluster.dashboard_url, "RAY_AUTH_MODE": auth}
             start = time.monotonic()
             job = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -107,7 +110,7 @@ def cluster_job(steps: int) -> dict:
             scale = subprocess.run(
                 [sys.executable, "-m", "rayrlhf.cli", "scale", RUN, "--rollout-workers", "3",
                  "--address", cluster.address],
-                capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": auth},
             )  # fmt: skip
             placed: dict[str, list[str]] = {}
             while job.poll() is None:

@@ -75,7 +75,10 @@ def test_vllm_grpo_on_a_llama_matches_the_learner_after_each_update(
     """Two GRPO steps on a tiny Llama laid out as SmolLM2 is (grouped-query attention, fused
     q/k/v and gate/up in vLLM, tied embeddings): the second step's samples come from the engine
     after its first in-place reload, and the learner's log-probs still match them; the weights
-    go by the object store. (The real SmolLM2 goes through vLLM in the README pipeline with
+    go by the object store. Each sample is a multi-turn episode (rayrlhf.envs.words): vLLM stops
+    a turn at the environment's stop word, the observation's ids are appended, and the
+    learner's log-probs over prompt, turns and observations match the engine's at every
+    sampled token. (The real SmolLM2 goes through vLLM in the README pipeline with
     ``--set rollout.backend=vllm`` and in ``benchmarks/ppo_backends.py``.)"""
     llama = save_tiny_llama(tmp_path / "llama")
     cfg = make_config(
@@ -94,8 +97,12 @@ def test_vllm_grpo_on_a_llama_matches_the_learner_after_each_update(
         "learner.policy_lr=1e-4",
         "learner.value_lr=1e-4",
         "ppo.kl_coef=0",  # no reference worker
+        "rollout.environment=rayrlhf.envs.words:WordToolEnv",
+        "rollout.max_turns=3",
+        "rollout.max_episode_tokens=48",  # + 64 prompt tokens within the Llama's 128 positions
     )
     history = _run(cfg, tmp_path / "run")
+    assert sum(m["episode/tool_calls"] for m in history) > 0  # episodes of several turns
     mismatch = [m["rollout/logprob_mismatch"] for m in history]
     # fp32 on both sides; vLLM's CPU kernels sum in another order.
     assert all(x < 1e-3 for x in mismatch), mismatch

@@ -228,7 +228,7 @@ def test_pairwise_validation(tmp_path):
 
 def test_every_kind_returns_exactly_its_columns(tmp_path):
     record = {"prompt": "p", "response": "r", "chosen": "a", "rejected": "b", "score": 0.5}
-    record |= {"accepted": "yes", "extra": 1}
+    record |= {"accepted": "yes", "answer": 42, "extra": 1}
     for kind, columns in ROW_KINDS.items():
         rows, _ = _load(tmp_path, kind, [record])
         optional = {"tie"} if kind == "pairwise" else set()
