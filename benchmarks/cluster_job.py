@@ -61,6 +61,27 @@ def _overrides(folder: Path, steps: int) -> list[str]:
     ]
 
 
+def _wait_for_job_api(url: str, timeout_s: float = 120.0) -> None:
+    """Until the head's job agent takes submissions: right after a cluster starts, the
+    dashboard answers before its agent has registered ("No available agent to submit job,
+    please try again later"). A no-op job is submitted until one is taken, and waited for."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client, deadline = JobSubmissionClient(url), time.monotonic() + timeout_s
+    while True:
+        try:
+            probe = client.submit_job(entrypoint="true")
+            break
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    while client.get_job_status(probe) not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the probe job {probe} did not finish in {timeout_s} s")
+        time.sleep(0.5)
+
+
 def _live(name: str) -> bool:
     import ray
 
@@ -97,6 +118,7 @@ def cluster_job(steps: int) -> dict:
             args = ["bash", str(ROOT / "launch" / "submit.sh"), "/dev/null"]
             for item in _overrides(folder, steps):
                 args += ["--set", item]
+            _wait_for_job_api(cluster.dashboard_url)
             env = {**os.environ, "RAY_ADDRESS": cluster.dashboard_url, "RAY_AUTH_MODE": auth}
             start = time.monotonic()
             job = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
