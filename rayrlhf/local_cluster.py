@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,13 @@ class NodeSpec:
     resources: dict[str, float] = field(default_factory=dict)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class LocalCluster:
     """A head node (the driver's, ``head_cpus`` CPUs) plus worker nodes, all on this machine.
 
@@ -59,6 +67,10 @@ class LocalCluster:
                 "dashboard_host": "127.0.0.1",
                 "object_store_memory": OBJECT_STORE_BYTES,
                 "_system_config": FAST_FAILURE_DETECTION,
+                # Its own agent port: the default (52365) belongs to any other Ray on this
+                # machine (a test session's), and a head whose agent could not bind takes no
+                # job submissions ("No available agent to submit job").
+                "dashboard_agent_listen_port": free_port(),
             },
         )
         self.nodes: dict[str, Any] = {}
