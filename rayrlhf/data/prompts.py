@@ -11,7 +11,14 @@ from rayrlhf.data.readers import SUFFIXES
 from rayrlhf.data.tables import DataError, LoadReport, load_rows
 from rayrlhf.experience import PromptChunk
 
-__all__ = ["DataError", "LoadReport", "PromptSource", "load_prompts", "prompt_table"]
+__all__ = [
+    "DataError",
+    "LoadReport",
+    "PromptSource",
+    "load_prompts",
+    "prompt_extras",
+    "prompt_table",
+]
 
 
 # The config keys behind load_prompts' arguments: its errors tell the user what to set.
@@ -47,7 +54,7 @@ def prompt_table(data: DataConfig) -> tuple[list[str], list[dict[str, Any]] | No
 
         rows = task_rows(data.reasoning_gym)
         report = LoadReport(rows=len(rows), kept=len(rows))
-        return [r["prompt"] for r in rows], [_extra(r) for r in rows], report
+        return [r["prompt"] for r in rows], [prompt_extras(r) for r in rows], report
     assert data.prompts is not None  # the config holds one of the two
     if data.answer_key is None:
         prompts, report = load_prompts(data.prompts, data.prompt_key, data.max_bad_fraction)
@@ -60,10 +67,10 @@ def prompt_table(data: DataConfig) -> tuple[list[str], list[dict[str, Any]] | No
         max_bad_fraction=data.max_bad_fraction,
     )
     rows, report = load_rows(spec, "verified_prompts", column_key="data.answer_key")
-    return [r["prompt"] for r in rows], [_extra(r) for r in rows], report
+    return [r["prompt"] for r in rows], [prompt_extras(r) for r in rows], report
 
 
-def _extra(row: dict[str, Any]) -> dict[str, Any]:
+def prompt_extras(row: dict[str, Any]) -> dict[str, Any]:
     """What a prompt row carries beside its text (the file's line number stays behind)."""
     return {k: v for k, v in row.items() if k not in ("prompt", "row")}
 

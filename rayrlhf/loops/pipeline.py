@@ -31,6 +31,7 @@ from rayrlhf.checkpoint import POINTER
 from rayrlhf.config import Config, from_dict, to_dict
 from rayrlhf.config.results import fingerprint, stage_tree
 from rayrlhf.controller.heldout import mean_std_stderr
+from rayrlhf.data.prompts import prompt_extras
 from rayrlhf.data.tables import load_rows
 from rayrlhf.loops.done import DONE, finished_record, mark_done
 from rayrlhf.resume import data_digests
@@ -204,16 +205,14 @@ def eval_prompts(config: Config) -> tuple[list[str], list[dict[str, Any]] | None
         if dropped:
             print(f"[eval] {dropped} held-out questions are also training ones: left out")
         rows = rows[:n]
-        return [r["prompt"] for r in rows], [
-            {k: v for k, v in r.items() if k != "prompt"} for r in rows
-        ]
+        return [r["prompt"] for r in rows], [prompt_extras(r) for r in rows]
     if e.prompts is None:
         return [], None
     answer_key = config.data.answer_key
     columns = {"answer": answer_key, **e.prompts.columns} if answer_key else e.prompts.columns
     table = e.prompts.model_copy(update={"limit": n, "columns": columns})
     rows, _ = load_rows(table, "verified_prompts" if answer_key else "prompts")
-    extras = [{"answer": r["answer"]} for r in rows] if answer_key else None
+    extras = [prompt_extras(r) for r in rows] if answer_key else None
     return [r["prompt"] for r in rows], extras
 
 
