@@ -162,6 +162,13 @@ def check_before_start(config: Config, online: bool) -> list[str]:
     if config.reward.function is not None:
         check_reward_function(config.reward.function)
     check_verified_prompts(config)
+    if config.rollout.environment is not None:
+        from rayrlhf.envs import load_environment
+
+        try:
+            load_environment(config.rollout.environment)
+        except ValueError as err:
+            raise ConfigError(f"invalid config:\n  {err}") from None
     if config.reward.model is not None:
         check_reward_model_folder(config.reward.model)
     lora = config.model.lora
