@@ -25,6 +25,7 @@ from rayrlhf.control import NAMESPACE
 from rayrlhf.faults import LearnerLost, is_lost, one_line, wait_all
 from rayrlhf.local_ray import start_local
 from rayrlhf.metrics import RUN_DEPENDENT
+from rayrlhf.roles.environment import EnvironmentWorker
 from rayrlhf.roles.learner import Learner
 
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
@@ -56,6 +57,7 @@ def ensure_ray(config: Config) -> None:
         + config.reward.num_workers * config.reward.num_cpus
         + config.reference.num_workers * config.reference.num_cpus
         + config.learner.num_ranks * config.learner.num_cpus
+        + config.env_workers.num_workers * config.env_workers.num_cpus
     )
     # The dashboard stays on (on loopback, as every listener) so `ray list actors` can inspect.
     start_local(max(os.cpu_count() or 1, 2 * int(needed) + 1, 16), NAMESPACE)
@@ -218,6 +220,24 @@ def role_group(
         work=WORK[role],
     )
     group.add(section.num_workers)
+    return group
+
+
+def env_group(config: Config) -> RoleGroup | None:
+    """The environment workers (``env_workers``), started; None when the rollout workers run
+    the environments themselves."""
+    e = config.env_workers
+    if not e.num_workers:
+        return None
+    spec, threads = config.rollout.environment, max(1, int(e.num_cpus))
+    group = RoleGroup(
+        EnvironmentWorker,
+        "environment",
+        run_tag(config),
+        (e.num_cpus, e.num_gpus, e.placement, e.resources),
+        lambda i: (spec, threads),
+    )
+    group.add(e.num_workers)
     return group
 
 

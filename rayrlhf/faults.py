@@ -37,6 +37,11 @@ class PhaseTimeout(TimeoutError):
     """A wait passed its deadline; names the role, the actor and the phase."""
 
 
+class EnvironmentLost(RuntimeError):
+    """An environment worker died or hung under a rollout worker's chunk: replace it, redo the
+    chunk (the rollout worker itself is fine)."""
+
+
 class LearnerLost(RuntimeError):
     """A learner rank died or hung: the group restarts from the last checkpoint."""
 
@@ -77,7 +82,7 @@ def is_lost(err: BaseException) -> bool:
     if failed_to_start(err):
         return False
     return isinstance(err, WORKER_LOST + OBJECT_LOST + (PhaseTimeout,)) or isinstance(
-        root_cause(err), WORKER_LOST + OBJECT_LOST
+        root_cause(err), WORKER_LOST + OBJECT_LOST + (EnvironmentLost,)
     )
 
 

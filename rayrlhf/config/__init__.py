@@ -27,7 +27,7 @@ from rayrlhf.config.roles import (
     RewardConfig,
     WeightSyncConfig,
 )
-from rayrlhf.config.rollout import RolloutConfig, VllmConfig
+from rayrlhf.config.rollout import EnvWorkersConfig, RolloutConfig, VllmConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
 from rayrlhf.config.stages import (
     EvalConfig,
@@ -61,6 +61,7 @@ __all__ = [
     "RewardModelConfig",
     "DPOConfig",
     "ILQLConfig",
+    "EnvWorkersConfig",
     "RolloutConfig",
     "RunConfig",
     "SFTConfig",

@@ -47,6 +47,7 @@ EXECUTION_PATHS = frozenset(
         "reference.mode",  # the same frozen policy, in workers or in the learner
         "timeouts",
         "weight_sync",  # how weights travel, not what they are
+        "env_workers",  # where environments run, not what they answer (seeded by sample id)
     }
 )
 # Decide a finished run's report, not the steps taken so far: a resume may change them.

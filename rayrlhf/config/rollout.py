@@ -109,3 +109,32 @@ class RolloutConfig(_Section):
         if "{prompt}" not in self.plain_template:
             raise ValueError("plain_template must contain {prompt}")
         return self
+
+
+class EnvWorkersConfig(_Section):
+    """Environment workers: actors that run heavy environments (a sandboxed interpreter, a
+    remote service) for the rollout workers, which send them each turn of a chunk's episodes."""
+
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description="Environment actors (0: each rollout worker runs its episodes' environments "
+        "itself, for light ones such as the calculator).",
+    )
+    num_cpus: float = Field(
+        1.0,
+        ge=0.0,
+        description="CPUs reserved per environment actor; a turn's episodes step in parallel "
+        "on this many threads (at least one).",
+    )
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per environment actor.")
+    placement: Placement = Field(
+        "pack", description="Placement group strategy: pack onto few nodes or spread."
+    )
+    resources: dict[str, float] = custom_resources()
+    call_timeout_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="Deadline of one call (a chunk's resets or one turn's steps); past it the "
+        "actor is treated as dead, replaced, and the chunk redone.",
+    )

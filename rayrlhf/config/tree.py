@@ -20,7 +20,7 @@ from rayrlhf.config.roles import (
     RewardConfig,
     WeightSyncConfig,
 )
-from rayrlhf.config.rollout import RolloutConfig
+from rayrlhf.config.rollout import EnvWorkersConfig, RolloutConfig
 from rayrlhf.config.run import RunConfig, TimeoutsConfig
 from rayrlhf.config.stages import EvalConfig, RewardModelConfig, SFTConfig
 
@@ -33,6 +33,7 @@ class Config(_Section):
     model: ModelConfig
     data: DataConfig
     rollout: RolloutConfig = RolloutConfig()
+    env_workers: EnvWorkersConfig = EnvWorkersConfig()
     reward: RewardConfig = RewardConfig()
     reference: ReferenceConfig = ReferenceConfig()
     learner: LearnerConfig = LearnerConfig()
@@ -85,6 +86,12 @@ class Config(_Section):
                 "with a reward_model stage PPO scores with the model it trains: leave "
                 "reward.model, reward.function and reward.url unset"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _env_workers_have_an_environment(self) -> Config:
+        if self.env_workers.num_workers and self.rollout.environment is None:
+            raise ValueError("env_workers.num_workers > 0 needs rollout.environment (module:Class)")
         return self
 
     @model_validator(mode="after")

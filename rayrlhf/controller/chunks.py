@@ -19,7 +19,16 @@ import ray
 from rayrlhf.buffer import ChunkRefs
 from rayrlhf.cluster import RoleGroup
 from rayrlhf.experience import PromptChunk
-from rayrlhf.faults import WORKER_LOST, FaultCounts, PhaseTimeout, RunFailed, is_lost, one_line
+from rayrlhf.faults import (
+    WORKER_LOST,
+    EnvironmentLost,
+    FaultCounts,
+    PhaseTimeout,
+    RunFailed,
+    is_lost,
+    one_line,
+    root_cause,
+)
 
 ROLES = ("rollout", "reward", "reference")  # the order a chunk's calls read each other
 
@@ -31,6 +40,7 @@ class _InFlight:
     refs: ChunkRefs
     receipts: tuple[Any, ...]  # one per role the runner drives, in ROLES order
     actors: tuple[Any, ...]
+    env: Any = None  # the environment worker the rollout worker sends the episodes to, if any
 
 
 @dataclass
@@ -55,7 +65,9 @@ class ChunkRunner:
     ``on_replaced(role, actor)`` brings a new actor up to date before it works (a rollout
     worker loads the current policy version). ``groups`` may lack ``reference`` (an algorithm
     whose KL coefficient is 0 starts no reference worker) and ``reward`` (``rayrlhf label``:
-    people score the responses); its chunks then have no such result.
+    people score the responses); its chunks then have no such result. An ``environment``
+    group (``env_workers``) runs the episodes' environments: each chunk's rollout call names one
+    of its workers, and a chunk whose environment worker was lost replaces that worker.
     """
 
     def __init__(
@@ -70,10 +82,15 @@ class ChunkRunner:
         self.roles = tuple(r for r in ROLES if r in groups)
         self.max_restarts, self.timeout_s = max_restarts, timeout_s
         self.on_replaced = on_replaced
+        self.envs = groups.get("environment")
 
     def _dispatch(self, i: int, chunk: PromptChunk, batch: ChunkBatch) -> _InFlight:
         actors = tuple(self.groups[r].actors[i % len(self.groups[r].actors)] for r in self.roles)
-        args = (chunk,) if batch.version is None else (chunk, batch.version, batch.weights)
+        args: tuple = (chunk,) if batch.version is None else (chunk, batch.version, batch.weights)
+        env = None
+        if self.envs is not None:
+            env = self.envs.actors[i % len(self.envs.actors)]
+            args = (chunk, batch.version, batch.weights, env)
         by_role = dict(zip(self.roles, actors, strict=True))
         rollout, receipt = self.groups["rollout"].submit(by_role["rollout"], *args)
         results, receipts = {"rollout": rollout}, [receipt]
@@ -83,7 +100,7 @@ class ChunkRunner:
         refs = ChunkRefs(
             tuple(chunk.sample_ids), rollout, results.get("reward"), results.get("reference")
         )
-        return _InFlight(refs, tuple(receipts), actors)
+        return _InFlight(refs, tuple(receipts), actors, env)
 
     def start(
         self, chunks: list[PromptChunk], version: int | None = None, weights: Any = None
@@ -143,6 +160,9 @@ class ChunkRunner:
                     waiting[i] = k
                     break
                 except Exception as err:
+                    if isinstance(root_cause(err), EnvironmentLost) and self.envs is not None:
+                        failed[i] = ("environment", root_cause(err))  # not the rollout worker
+                        break
                     if not is_lost(err):
                         raise  # the work itself failed: retrying would fail the same way
                     failed[i] = (role, err)
@@ -159,9 +179,11 @@ class ChunkRunner:
         self, flights: dict[int, _InFlight], failed: dict[int, tuple[str, BaseException]]
     ) -> None:
         """Replace each dead or hung culprit once; a lost object only needs the chunk redone."""
+        lost = WORKER_LOST + (PhaseTimeout, EnvironmentLost)
         for i, (role, err) in failed.items():
-            actor = flights.pop(i).actors[self.roles.index(role)]
-            if actor in self.groups[role].actors and isinstance(err, WORKER_LOST + (PhaseTimeout,)):
+            flight = flights.pop(i)
+            actor = flight.env if role == "environment" else flight.actors[self.roles.index(role)]
+            if actor in self.groups[role].actors and isinstance(err, lost):
                 self.replace(role, actor, err)  # not yet replaced (it may serve several chunks)
 
     def replace(self, role: str, actor: Any, err: BaseException) -> Any:

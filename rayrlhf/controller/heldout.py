@@ -192,6 +192,9 @@ def evaluate_policies(
         ),
         "reference": cluster.role_group(config, ReferenceWorker, "reference", lambda i: (config,)),
     }
+    envs = cluster.env_group(config)
+    if envs is not None:
+        groups["environment"] = envs
     c = config
     read = cluster.zero_cpu_task(saved_policy_weights)
 

@@ -11,7 +11,7 @@ Files (``python -m rayrlhf.demo.arith_data --out DIR``):
   seed, no question of the training set);
 - ``sft.jsonl``: tool-use traces for the SFT warm-up, ``{"prompt", "response"}``: the prompt as
   the environment shows it, the response ``<calc>EXPR</calc> = RESULT`` then ``Answer: RESULT``;
-  of three of the six kinds only (:data:`SFT_KINDS`), so that GRPO has kinds to learn;
+  of every kind (:data:`SFT_KINDS`): the warm-up teaches the tool's form, GRPO its accurate use;
 - ``prompts_direct.jsonl``: the held-out problems asking for the answer directly (no tool), for
   the no-tool comparison.
 """
@@ -46,9 +46,9 @@ TEMPLATES: list[tuple[str, str, list[tuple[int, int]]]] = [
 ]  # fmt: skip
 
 
-# The kinds the SFT warm-up's traces show (products of two numbers, sums, prices): the others
-# (a difference, a product of three, an equal split) the policy meets first in GRPO.
-SFT_KINDS = (0, 1, 3)
+# The kinds the SFT warm-up's traces show: all six. A warm-up that leaves kinds out gives GRPO
+# groups that fail alike on them (the same wrong operation in every sample), with no signal.
+SFT_KINDS = tuple(range(len(TEMPLATES)))
 
 
 def problem(rng: random.Random, kinds: tuple[int, ...] | None = None) -> dict[str, str]:

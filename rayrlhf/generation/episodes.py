@@ -25,7 +25,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from rayrlhf.envs import Environment
+    from rayrlhf.envs import EnvStep
+    from rayrlhf.envs.batch import EnvBatch
     from rayrlhf.generation import Engine
 
 STATS = ("turns", "tool_calls", "tool_errors", "observation_tokens", "truncated")
@@ -80,19 +81,19 @@ def turn_length(
 def run_episodes(
     engine: Engine,
     tokenizer: PreTrainedTokenizerBase,
-    envs: list[Environment],
+    envs: EnvBatch,
     first_ids: list[list[int]],
     chunk_seed: int,
     row_seeds: list[int],
     limits: tuple[int, int, int],
 ) -> EpisodeBatch:
-    """Run one episode per environment; ``first_ids[i]`` is episode i's tokenised first
-    observation; ``limits`` = (max_turns, max_new_tokens per turn, max response tokens)."""
+    """Run one episode per row of ``envs`` (a chunk's environments, in this process or on an
+    environment worker); ``first_ids[i]`` is episode i's tokenised first observation;
+    ``limits`` = (max_turns, max_new_tokens per turn, max response tokens)."""
     max_turns, per_turn, budget = limits
     eos = tokenizer.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos])
-    stop = sorted({s for env in envs for s in getattr(env, "stop", [])})
-    episodes = [Episode() for _ in envs]
+    episodes = [Episode() for _ in first_ids]
     for turn in range(max_turns):
         active = [i for i, e in enumerate(episodes) if not e.done]
         if not active:
@@ -104,26 +105,34 @@ def run_episodes(
         seeds = [zlib.crc32(f"{row_seeds[i]}/turn-{turn}".encode()) for i in active]
         out, logprobs = engine.generate(
             enc["input_ids"], enc["attention_mask"], turn_seed, seeds,
-            max_new_tokens=min(per_turn, max(rooms)), stop=stop or None,
+            max_new_tokens=min(per_turn, max(rooms)), stop=envs.stop or None,
         )  # fmt: skip
+        asking = []  # the episodes whose turn goes to the environment, with the turn's ids
         for row, (i, room) in enumerate(zip(active, rooms, strict=True)):
-            _one_turn(episodes[i], envs[i], tokenizer, out[row].tolist(), logprobs[row], room,
-                      (eos_ids, stop), turn + 1 == max_turns, budget)  # fmt: skip
+            ids = _add_turn(episodes[i], tokenizer, out[row].tolist(), logprobs[row], room,
+                            (eos_ids, envs.stop))  # fmt: skip
+            if ids is not None:
+                asking.append((i, ids))
+        if not asking:
+            continue
+        # One call for the turn's running episodes: an environment worker answers them together.
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for _, ids in asking]
+        steps = envs.step([i for i, _ in asking], texts, [ids for _, ids in asking])
+        for (i, _), step in zip(asking, steps, strict=True):
+            _add_answer(episodes[i], step, tokenizer, turn + 1 == max_turns, budget)
     return _batch(episodes, tokenizer.pad_token_id)
 
 
-def _one_turn(
+def _add_turn(
     ep: Episode,
-    env: Environment,
     tokenizer: PreTrainedTokenizerBase,
     generated: list[int],
     logprobs: Tensor,
     room: int,
     ends: tuple[set[int], list[str]],
-    last_turn: bool,
-    budget: int,
-) -> None:
-    """Append one turn of ``ep`` and the environment's answer to it."""
+) -> list[int] | None:
+    """Append one sampled turn of ``ep``; the turn's ids when the environment answers it, None
+    when the episode ends with it (EOS, or its token budget)."""
     n, ended = turn_length(generated, ends[0], ends[1], tokenizer)
     if n > room:  # the episode's token budget ends inside this turn
         n, ended, ep.stats["truncated"] = room, False, 1.0
@@ -132,8 +141,15 @@ def _one_turn(
     ep.stats["turns"] += 1
     if ended or ep.stats["truncated"]:
         ep.done = True
-        return
-    step = env.step(tokenizer.decode(ids, skip_special_tokens=True), ids)
+        return None
+    return ids
+
+
+def _add_answer(
+    ep: Episode, step: EnvStep, tokenizer: PreTrainedTokenizerBase, last_turn: bool, budget: int
+) -> None:
+    """Append the environment's answer to ``ep``'s last turn (its observation, never trained
+    on), or end the episode."""
     ep.reward += step.reward
     ep.stats["tool_calls"] += step.tool_calls
     ep.stats["tool_errors"] += step.tool_errors

@@ -96,10 +96,14 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
     from rayrlhf.roles.rollout import RolloutWorker
 
     cluster.ensure_ray(config)
-    group = cluster.role_group(config, RolloutWorker, "rollout", lambda i: (config, i))
+    rollout = cluster.role_group(config, RolloutWorker, "rollout", lambda i: (config, i))
+    groups = {"rollout": rollout}
+    envs = cluster.env_group(config)
+    if envs is not None:
+        groups["environment"] = envs
     try:
         runner = ChunkRunner(
-            {"rollout": group},
+            groups,
             FaultCounts(),
             config.run.max_worker_restarts,
             config.timeouts.rollout_s,
@@ -110,7 +114,8 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
         rollouts = [refs.rollout for refs in runner.run(chunks)]
         rows = ray.get(texts.remote(*rollouts), timeout=config.timeouts.rollout_s)
     finally:
-        group.shutdown()
+        for group in groups.values():
+            group.shutdown()
     return pair_by_id(rows, len(prompts))
 
 

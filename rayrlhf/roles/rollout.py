@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -13,10 +12,12 @@ import torch
 from rayrlhf.config import Config
 from rayrlhf.data.encode import fit_prompt
 from rayrlhf.envs import load_environment
+from rayrlhf.envs.batch import EnvBatch, LocalEnvs
 from rayrlhf.experience import PromptChunk, Rollout, response_mask_from_ids
 from rayrlhf.generation import make_engine
 from rayrlhf.generation.episodes import run_episodes
 from rayrlhf.models import load_tokenizer
+from rayrlhf.roles.environment import RemoteEnvs
 from rayrlhf.weights.transport import BroadcastGroup, FlatWeights, receive_params, unflatten_params
 
 
@@ -40,7 +41,10 @@ class RolloutWorker:
         self.sync_group: BroadcastGroup | None = None
         self.load_seconds = 0.0  # the last weight load, for the backend benchmark
         env = self.cfg.environment
-        self.env_cls = load_environment(env) if env is not None else None
+        # With environment workers the environments run there: nothing of them is loaded here.
+        local = env is not None and not config.env_workers.num_workers
+        self.env_cls = load_environment(env) if local else None
+        self.env_timeout_s = config.env_workers.call_timeout_s
 
     def get_policy_version(self) -> int:
         """The version of the weights this worker generates with now."""
@@ -87,14 +91,20 @@ class RolloutWorker:
 
     @torch.no_grad()
     def generate(
-        self, chunk: PromptChunk, version: int | None = None, weights: list[Any] | None = None
+        self,
+        chunk: PromptChunk,
+        version: int | None = None,
+        weights: list[Any] | None = None,
+        env_worker: Any = None,
     ) -> Rollout:
         """Sample one response per row of ``chunk`` (a group's rows share a prompt and differ).
 
         ``version``: the policy version this chunk must be generated with (asynchronous
         training); when this worker holds another, it first loads ``weights[0]``, an object ref
         (wrapped in a list so Ray passes it unresolved) to that version's weights. Loading
-        happens here, between chunks, never in the middle of one.
+        happens here, between chunks, never in the middle of one. ``env_worker``: the
+        environment worker that runs this chunk's environments (``env_workers``); None runs
+        them here.
 
         Returns a :class:`Rollout` with prompt ids (B, P), response ids (B, R), the response mask
         (up to and including EOS) and behaviour log-probs (B, R) at the sampling temperature.
@@ -109,8 +119,8 @@ class RolloutWorker:
             self.load_weights(ray.get(weights[0]), version)
         self.engine.wake()
         tok, c = self.tokenizer, self.cfg
-        envs = self._environments(chunk)
-        firsts = chunk.prompts if envs is None else [env.first for env in envs]
+        envs = self._environments(chunk, env_worker)
+        firsts = chunk.prompts if envs is None else envs.firsts
         ids = [
             fit_prompt(tok, p, c.template, c.plain_template, c.max_prompt_tokens) for p in firsts
         ]
@@ -130,9 +140,10 @@ class RolloutWorker:
             mask = attention = response_mask_from_ids(response_ids, tok.eos_token_id)
         else:
             limits = (c.max_turns, c.max_new_tokens, c.response_budget)
-            episodes = run_episodes(
-                self.engine, tok, [e.env for e in envs], ids, chunk_seed, row_seeds, limits
-            )
+            try:
+                episodes = run_episodes(self.engine, tok, envs, ids, chunk_seed, row_seeds, limits)
+            finally:
+                envs.close()
             response_ids, logprobs = episodes.response_ids, episodes.logprobs
             mask, attention = episodes.response_mask, episodes.response_attention
         responses = tok.batch_decode(
@@ -157,21 +168,14 @@ class RolloutWorker:
             env_rewards=None if episodes is None else episodes.rewards,
         )
 
-    def _environments(self, chunk: PromptChunk) -> list[_Started] | None:
-        """One environment per row, reset on its prompt row and sample id (None: one turn)."""
+    def _environments(self, chunk: PromptChunk, env_worker: Any) -> EnvBatch | None:
+        """The chunk's environments, one per row, reset on its prompt row and sample id: on
+        ``env_worker`` when given, else here (None: single-turn, no environment)."""
+        rows = [{"prompt": p, **(r or {})} for p, r in zip(
+            chunk.prompts, chunk.rows or [None] * len(chunk.prompts), strict=True)]  # fmt: skip
+        if env_worker is not None:
+            key = chunk.sample_ids[0]
+            return RemoteEnvs(env_worker, key, rows, list(chunk.sample_ids), self.env_timeout_s)
         if self.env_cls is None:
             return None
-        rows = chunk.rows or [{} for _ in chunk.prompts]
-        started = []
-        for prompt, row, sid in zip(chunk.prompts, rows, chunk.sample_ids, strict=True):
-            env = self.env_cls()
-            started.append(_Started(env, env.reset({"prompt": prompt, **row}, sid)))
-        return started
-
-
-@dataclass
-class _Started:
-    """An environment after reset, with its first observation."""
-
-    env: Any
-    first: str
+        return LocalEnvs(self.env_cls, rows, list(chunk.sample_ids))

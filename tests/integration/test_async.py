@@ -1,6 +1,7 @@
-"""Asynchronous training (``rollout.max_staleness``) on a local Ray: every sample trained once,
-the staleness histogram, a resize with steps in flight, and an exact resume of a run stopped
-with a step in flight, during which a rollout worker dies while it generates a step ahead."""
+"""Asynchronous training (``rollout.max_staleness``) on a local Ray, with multi-turn episodes:
+every sample trained once, the staleness histogram, a resize with steps in flight, and an exact
+resume of a run stopped with a step in flight, during which a rollout worker dies while it
+generates a step ahead (its episodes in flight)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def _async(make_config, name: str, staleness: int = 1):
         "learner.micro_batch_size=8",
         "learner.ppo_epochs=2",
         "ppo.kl_coef=0.01",
+        # Episodes of tool calls ("good"/"film" end a turn, an observation follows).
+        "rollout.environment=rayrlhf.envs.words:WordToolEnv",
+        "rollout.max_turns=3",
     )
 
 
@@ -54,6 +58,7 @@ def test_async_trains_each_sample_once_and_resumes_exactly_past_a_dead_worker(
     assert [r["staleness/0"] for r in rows] == [8, 0, 0, 0, 0]  # step 0 is fresh, then 1 behind
     assert [r["staleness/1"] for r in rows] == [0, 8, 8, 8, 8]
     assert all(r["samples"] == 8 for r in rows)
+    assert sum(r["episode/tool_calls"] for r in rows) > 0  # episodes of several turns
     assert [r["rollout/workers"] for r in rows] == [1, 1, 2, 1, 1]
     assert rows[0]["rollout/logprob_mismatch"] < 1e-4  # fresh samples: the same weights
     assert all(0 < r["off_policy/logprob_gap"] for r in rows[1:])  # stale ones: the policy moved

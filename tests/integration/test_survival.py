@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from tracked import assert_each_step_once, tracked
@@ -107,20 +108,33 @@ def test_n_steps_stop_resume_n_steps_equals_2n(survival, clean_two, mlflow_serve
 
 
 def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
-    """Multi-turn episodes on two rollout workers: one hung (SIGSTOP) in step 1, a rollout
-    worker (while it runs its episodes), a reward and a reference worker killed (SIGKILL of
-    their processes) mid-step in steps 2-4: same run as without them."""
+    """Multi-turn episodes on two rollout workers, their environments on an environment worker:
+    one rollout worker hung (SIGSTOP) in step 1, a rollout worker (while it runs its episodes),
+    a reward and a reference worker killed (SIGKILL of their processes) mid-step in steps 2-4,
+    and the environment worker killed with episodes in flight: same run as the clean one, whose
+    rollout workers run the environments themselves."""
 
     def kill(role_index: int, sig: int = signal.SIGKILL):
         return lambda flight: os.kill(pid_of(flight.actors[role_index]), sig)
 
-    actions = {1: kill(0, signal.SIGSTOP), 5: kill(0), 10: kill(1), 15: kill(2)}
-    overrides = survival[1]("kills", *ONE_RANK, "timeouts.rollout_s=10")
-    run = _train(overrides, patch=lambda t: on_dispatch(t, actions))
+    def kill_env_soon(flight):  # once the step's chunks are into their episodes
+        threading.Timer(0.3, os.kill, (pid_of(flight.env), signal.SIGKILL)).start()
+
+    groups = []
+    actions = {1: kill(0, signal.SIGSTOP), 5: kill(0), 10: kill(1), 12: kill_env_soon, 15: kill(2)}
+
+    def patch(trainer):
+        groups.append(trainer.groups["environment"])
+        on_dispatch(trainer, actions)
+
+    env_worker = "env_workers.num_workers=1"
+    overrides = survival[1]("kills", *ONE_RANK, env_worker, "timeouts.rollout_s=10")
+    run = _train(overrides, patch=patch)
     _assert_same_run(run, clean_one)
     last = run["rows"][-1]
-    assert last["faults/worker_restarts"] == 4
-    assert last["faults/redispatched_chunks"] >= 3
+    assert last["faults/worker_restarts"] == 5
+    assert last["faults/redispatched_chunks"] >= 4
+    assert groups[0]._next_index == 2  # environment-0 replaced by environment-1
     assert sum(r["episode/tool_calls"] for r in run["rows"]) > 0  # episodes of several turns
 
 

@@ -4,14 +4,19 @@ every time a chunk is generated."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from inprocess import setup_learner, step_config
 
 from rayrlhf.envs import EnvStep
+from rayrlhf.envs.batch import LocalEnvs, in_parallel
+from rayrlhf.envs.python_tool import PythonToolEnv
 from rayrlhf.envs.words import WordToolEnv
 from rayrlhf.experience import PromptChunk
 from rayrlhf.generation.episodes import run_episodes
+from rayrlhf.roles.environment import EnvironmentWorker
 from rayrlhf.roles.reward import RewardWorker
 from rayrlhf.roles.rollout import RolloutWorker
 from rayrlhf.tiny_models import build_tokenizer
@@ -107,8 +112,15 @@ class _Scripted:
 class _AlwaysCall:
     stop = ["film"]
 
+    def reset(self, row, sample_id):
+        return row["prompt"]
+
     def step(self, text, token_ids):
         return EnvStep(observation=" the plot", tool_calls=1)
+
+
+def _calling() -> LocalEnvs:
+    return LocalEnvs(_AlwaysCall, [{"prompt": "the movie"}], ["s-0"])
 
 
 def test_limits_cut_episodes_and_count_them_truncated():
@@ -116,12 +128,12 @@ def test_limits_cut_episodes_and_count_them_truncated():
     film = tok("a film", add_special_tokens=False)["input_ids"]
     first = [tok("the movie")["input_ids"]]
     # Every turn calls the tool: the third turn is the last one allowed.
-    out = run_episodes(_Scripted(film), tok, [_AlwaysCall()], first, 0, [0], (3, 8, 100))
+    out = run_episodes(_Scripted(film), tok, _calling(), first, 0, [0], (3, 8, 100))
     assert out.stats["turns"].tolist() == [3.0] and out.stats["truncated"].tolist() == [1.0]
     assert out.response_mask[0].tolist() == [1, 1, 0, 0, 1, 1, 0, 0, 1, 1]  # no trailing obs
     # A budget of 5 response tokens: turn (2), observation (2), then a turn cut to 1 token.
     engine = _Scripted(film)
-    out = run_episodes(engine, tok, [_AlwaysCall()], first, 0, [0], (3, 8, 5))
+    out = run_episodes(engine, tok, _calling(), first, 0, [0], (3, 8, 5))
     assert out.response_mask[0].tolist() == [1, 1, 0, 0, 1]
     assert out.stats["truncated"].tolist() == [1.0] and engine.calls == [5, 1]
 
@@ -155,3 +167,69 @@ def test_the_loss_never_trains_on_observation_tokens(episode, tiny_model, prompt
             grad = logits.grad[row, :-1].abs().sum(-1)  # column j predicts response token j
             assert (grad[observed[i]] == 0).all(), f"row {i} trains on observation tokens"
             assert (grad[rollout.response_mask[i] == 1] > 0).any()
+
+
+class _OnWorker:
+    """:class:`RemoteEnvs` without Ray: the chunk's episodes on a plain EnvironmentWorker."""
+
+    def __init__(self, worker, key, rows, sample_ids, timeout_s):
+        self.worker, self.key = worker, key
+        self.firsts, self.stop = worker.reset(key, rows, sample_ids)
+
+    def step(self, indices, texts, ids):
+        return self.worker.step(self.key, indices, texts, ids)
+
+    def close(self):
+        self.worker.close(self.key)
+
+
+class _Numbered(WordToolEnv):
+    """WordToolEnv whose calls earn 0.25 + the episode's number / 100: each episode its own."""
+
+    def reset(self, row, sample_id):
+        self.number = int(sample_id.split("-")[1])
+        return super().reset(row, sample_id)
+
+    def step(self, text, token_ids):
+        step = super().step(text, token_ids)
+        step.reward += self.number / 100 if step.tool_calls else 0.0
+        return step
+
+
+def test_an_environment_worker_gives_the_same_episodes(tiny_model, prompts_file, monkeypatch):
+    """The chunk's environments held on an environment worker (four threads), reached through
+    the rollout worker's env_worker path: the same episodes, each answered by its own
+    environment, and nothing left held after."""
+    env = [f"rollout.environment={__name__}:_Numbered", *ENV[1:]]
+    config = step_config(tiny_model, prompts_file, *env)
+    here = RolloutWorker(config).generate(CHUNK)
+    monkeypatch.setattr("rayrlhf.roles.rollout.RemoteEnvs", _OnWorker)
+    worker = EnvironmentWorker(config.rollout.environment, threads=4)
+    worker.reset(CHUNK.sample_ids[0], [{"prompt": "stale"}], ["9-9"])  # an earlier attempt's
+    there = RolloutWorker(config, worker_index=1).generate(CHUNK, env_worker=worker)
+    calls = here.episode_stats["tool_calls"]
+    assert (calls > 0).sum() > 1, "too few calls to tell episodes apart"
+    assert torch.allclose(here.env_rewards, calls * (0.25 + torch.arange(len(calls)) / 100))
+    for name in ("response_ids", "response_mask", "logprobs", "env_rewards"):
+        assert torch.equal(getattr(here, name), getattr(there, name)), name
+    assert worker.live_chunks() == 0
+
+
+def test_the_python_tool_runs_each_call_in_the_sandbox():
+    env = PythonToolEnv()
+    assert "<python>" in env.reset({"prompt": "What is 2**10?"}, "0-0")
+    ok = env.step("<python>print(2**10)</python>", [])
+    assert (ok.observation, ok.tool_calls, ok.tool_errors, ok.done) == (
+        "\nOutput: 1024\n",
+        1,
+        0,
+        False,
+    )
+    bad = env.step("<python>print(1/0)</python>", [])
+    assert bad.tool_errors == 1 and "ZeroDivisionError" in bad.observation and not bad.done
+    assert env.step("Answer: 1024", []).done
+
+
+def test_a_turn_steps_its_episodes_in_parallel_and_in_order():
+    order = in_parallel([lambda k=k: (time.sleep(0.05 * (4 - k)), k)[1] for k in range(4)], 4)
+    assert order == [0, 1, 2, 3]

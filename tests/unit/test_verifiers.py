@@ -181,9 +181,11 @@ def test_a_learner_step_logs_each_component(tiny_model, prompts_file):
     assert metrics["reward/format"] == pytest.approx(float(scores.components["format"].mean()))
 
 
-def test_an_environment_that_does_not_import_is_refused_before_ray(tiny_model, prompts_file):
+def test_an_environment_that_cannot_work_is_refused_before_ray(tiny_model, prompts_file):
     from rayrlhf.preflight import check_before_start
 
     bad = _config(tiny_model, prompts_file, "rollout.environment=rayrlhf.envs.nope:Env")
     with pytest.raises(ConfigError, match="rollout.environment 'rayrlhf.envs.nope:Env'"):
         check_before_start(bad, online=True)
+    with pytest.raises(ConfigError, match="env_workers.num_workers > 0 needs rollout.environment"):
+        _config(tiny_model, prompts_file, "env_workers.num_workers=2")
