@@ -9,10 +9,8 @@ no ``eval``). Deterministic: nothing in it is random, so an episode re-run is th
 
 from __future__ import annotations
 
-from typing import Any
-
-from rayrlhf.envs import EnvStep
-from rayrlhf.envs.tools import PARSERS, calculate
+from rayrlhf.envs.one_tool import OneToolEnv
+from rayrlhf.envs.tools import calculate
 
 INSTRUCTION = (
     "You have a calculator: write <calc>EXPRESSION</calc> and its result follows. "
@@ -20,28 +18,17 @@ INSTRUCTION = (
 )
 
 
-class CalculatorEnv:
+class CalculatorEnv(OneToolEnv):
     """Arithmetic with a calculator tool (``rollout.environment:
     rayrlhf.envs.calculator:CalculatorEnv``)."""
 
-    parser = "tag"
     tools = ["calc"]
     stop = ["</calc>"]
+    instruction = INSTRUCTION
 
-    def __init__(self, instruction: str = INSTRUCTION) -> None:
-        self.instruction = instruction
-
-    def reset(self, row: dict[str, Any], sample_id: str) -> str:
-        """The question with the tool's instruction (a row without ``prompt`` is an error)."""
-        return f"{row['prompt']}\n{self.instruction}" if self.instruction else row["prompt"]
-
-    def step(self, text: str, token_ids: list[int]) -> EnvStep:
-        """The last call of the turn, evaluated; no call: the episode ends."""
-        calls = PARSERS[self.parser](text, self.tools)
-        if not calls:
-            return EnvStep(done=True)
-        call = calls[-1]
+    def call(self, argument: str) -> tuple[str, bool]:
+        """The expression's value, or why it has none."""
         try:
-            return EnvStep(observation=f" = {calculate(call.argument)}\n", tool_calls=len(calls))
+            return f" = {calculate(argument)}\n", False
         except ValueError as err:
-            return EnvStep(observation=f" = error: {err}\n", tool_calls=len(calls), tool_errors=1)
+            return f" = error: {err}\n", True

@@ -12,11 +12,8 @@ runs in a fresh process, so an episode re-run is the same episode.
 
 from __future__ import annotations
 
-from typing import Any
-
-from rayrlhf.envs import EnvStep
+from rayrlhf.envs.one_tool import OneToolEnv
 from rayrlhf.envs.sandbox import run_python
-from rayrlhf.envs.tools import PARSERS
 
 INSTRUCTION = (
     "You can run Python: write <python>CODE</python> and what it prints follows. "
@@ -25,37 +22,23 @@ INSTRUCTION = (
 MAX_OBSERVATION = 400  # characters of a call's output shown to the policy
 
 
-class PythonToolEnv:
+class PythonToolEnv(OneToolEnv):
     """Python in a sandbox as a tool (``rollout.environment:
     rayrlhf.envs.python_tool:PythonToolEnv``)."""
 
-    parser = "tag"
     tools = ["python"]
     stop = ["</python>"]
+    instruction = INSTRUCTION
     timeout_s = 5.0
     memory_mb = 256
 
-    def __init__(self, instruction: str = INSTRUCTION) -> None:
-        self.instruction = instruction
-
-    def reset(self, row: dict[str, Any], sample_id: str) -> str:
-        """The question with the tool's instruction."""
-        return f"{row['prompt']}\n{self.instruction}" if self.instruction else row["prompt"]
-
-    def step(self, text: str, token_ids: list[int]) -> EnvStep:
-        """The turn's last call, run; its output (or how it failed) is the observation."""
-        calls = PARSERS[self.parser](text, self.tools)
-        if not calls:
-            return EnvStep(done=True)
-        result = run_python(calls[-1].argument, self.timeout_s, self.memory_mb)
+    def call(self, argument: str) -> tuple[str, bool]:
+        """The code run; what it printed, or how it failed."""
+        result = run_python(argument, self.timeout_s, self.memory_mb)
         if result.error is None:
-            return EnvStep(observation=_shown(result.stdout), tool_calls=len(calls))
+            return _shown(result.stdout), False
         detail = result.stderr.strip().splitlines()[-1:] or [result.error]
-        return EnvStep(
-            observation=_shown(f"error: {result.error}: {detail[0]}"),
-            tool_calls=len(calls),
-            tool_errors=1,
-        )
+        return _shown(f"error: {result.error}: {detail[0]}"), True
 
 
 def _shown(output: str) -> str:
