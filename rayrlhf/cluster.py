@@ -103,11 +103,12 @@ class RoleGroup:
         resources: tuple[float, float, str, dict[str, float]],
         make_args: Callable[[int], tuple],
         work: str | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.remote_cls = ray.remote(_with_receipts(cls, work) if work else cls)
         self.role, self.run_tag = role, run_tag
         self.num_cpus, self.num_gpus, self.placement, self.custom = resources
-        self.make_args = make_args
+        self.make_args, self.concurrency = make_args, concurrency
         self.actors: list[Any] = []
         self.names: list[str] = []
         self._slots: list[_Slot] = []
@@ -123,7 +124,9 @@ class RoleGroup:
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
             "resources": dict(self.custom),
-            "max_concurrency": 1,  # a role's calls run one at a time, in submission order
+            # A role's calls run one at a time, in submission order (environment workers: the
+            # calls of several rollout workers at once, each on its own chunk's episodes).
+            "max_concurrency": self.concurrency,
             # Merged with the job's environment: malloc keeps freed memory (rayrlhf.actor_env).
             "runtime_env": {"env_vars": dict(ACTOR_ENV)},
         }
@@ -223,19 +226,25 @@ def role_group(
     return group
 
 
+# Calls an environment worker serves at once: one per rollout worker sending it a chunk, so that
+# a call's deadline never counts time queued behind another rollout worker's chunk.
+ENV_CONCURRENCY = 64
+
+
 def env_group(config: Config) -> RoleGroup | None:
     """The environment workers (``env_workers``), started; None when the rollout workers run
     the environments themselves."""
     e = config.env_workers
     if not e.num_workers:
         return None
-    spec, threads = config.rollout.environment, max(1, int(e.num_cpus))
+    spec, threads = config.rollout.environment, e.threads
     group = RoleGroup(
         EnvironmentWorker,
         "environment",
         run_tag(config),
         (e.num_cpus, e.num_gpus, e.placement, e.resources),
         lambda i: (spec, threads),
+        concurrency=ENV_CONCURRENCY,
     )
     group.add(e.num_workers)
     return group

@@ -121,11 +121,12 @@ class EnvWorkersConfig(_Section):
         description="Environment actors (0: each rollout worker runs its episodes' environments "
         "itself, for light ones such as the calculator).",
     )
-    num_cpus: float = Field(
-        1.0,
-        ge=0.0,
-        description="CPUs reserved per environment actor; a turn's episodes step in parallel "
-        "on this many threads (at least one).",
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per environment actor.")
+    threads: int = Field(
+        8,
+        ge=1,
+        description="Threads one call (a chunk's resets, or one turn of its episodes) steps its "
+        "episodes on: tools that wait (a sandboxed subprocess, a service) overlap.",
     )
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per environment actor.")
     placement: Placement = Field(
@@ -133,8 +134,9 @@ class EnvWorkersConfig(_Section):
     )
     resources: dict[str, float] = custom_resources()
     call_timeout_s: float = Field(
-        300.0,
+        600.0,
         gt=0.0,
         description="Deadline of one call (a chunk's resets or one turn's steps); past it the "
-        "actor is treated as dead, replaced, and the chunk redone.",
+        "actor is treated as dead, replaced, and the chunk redone. Below timeouts.rollout_s, "
+        "so that a hung environment worker is blamed, not the rollout worker waiting on it.",
     )

@@ -90,8 +90,15 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _env_workers_have_an_environment(self) -> Config:
-        if self.env_workers.num_workers and self.rollout.environment is None:
+        e = self.env_workers
+        if e.num_workers and self.rollout.environment is None:
             raise ValueError("env_workers.num_workers > 0 needs rollout.environment (module:Class)")
+        if e.num_workers and e.call_timeout_s >= self.timeouts.rollout_s:
+            raise ValueError(
+                f"env_workers.call_timeout_s ({e.call_timeout_s:g}) must be below "
+                f"timeouts.rollout_s ({self.timeouts.rollout_s:g}): a hung environment worker "
+                "would otherwise be blamed on the rollout worker waiting for it"
+            )
         return self
 
     @model_validator(mode="after")

@@ -6,13 +6,15 @@ unprivileged user inside a user namespace), where only a loopback that reaches n
 Where the kernel or the container refuses namespaces, the child's Python has every socket
 constructor replaced by one that raises before the code runs (code that reaches the C library
 itself could get past that; :attr:`SandboxResult.isolation` says which held).
+
+The limits are set by the child itself, a new ``python -I``, before it reads the code: nothing
+runs between fork and exec (no ``preexec_fn``), so tools may run on several threads at once (an
+environment worker's threads) without the fork-in-a-threaded-process hazards.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,20 @@ from dataclasses import dataclass
 
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 MAX_OUTPUT = 4000  # characters of stdout / stderr kept
+NO_NAMESPACE = 3  # the child's exit code when it could not enter a network namespace
+
+# Runs first in the child: limits it cannot raise again, then a network namespace (or exit 3).
+_PRELUDE = """
+import ctypes as _c, resource as _r, sys as _s
+for _k, _v in ((_r.RLIMIT_AS, {memory}), (_r.RLIMIT_CPU, {cpu}), (_r.RLIMIT_FSIZE, 2**20)):
+    _r.setrlimit(_k, (_v, _v))
+if {isolate}:
+    _libc = _c.CDLL(None, use_errno=True)
+    if not any(_libc.unshare(_f) == 0 for _f in ({net}, {user} | {net})):
+        _s.exit({no_ns})
+    del _libc
+del _c, _r, _s, _k, _v
+"""
 
 # Runs before the tool's code where no network namespace could be entered.
 _NO_SOCKETS = """
@@ -41,13 +57,11 @@ class SandboxResult:
     isolation: str  # "namespace" or "python" (see the module's docstring)
 
 
-def _enter_network_namespace() -> bool:
-    """In the child: a network namespace of its own; False where the kernel refuses."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for flags in (CLONE_NEWNET, CLONE_NEWUSER | CLONE_NEWNET):
-        if libc.unshare(flags) == 0:
-            return True
-    return False
+def _prelude(isolate: bool, memory_mb: int, timeout_s: float) -> str:
+    return _PRELUDE.format(
+        memory=memory_mb * 2**20, cpu=int(timeout_s) + 1, isolate=isolate,
+        net=CLONE_NEWNET, user=CLONE_NEWUSER, no_ns=NO_NAMESPACE,
+    )  # fmt: skip
 
 
 def namespaces_work() -> bool:
@@ -55,10 +69,9 @@ def namespaces_work() -> bool:
     global _NAMESPACES
     if _NAMESPACES is None:
         probe = subprocess.run(
-            [sys.executable, "-I", "-c", ""],
-            preexec_fn=lambda: None if _enter_network_namespace() else os._exit(3),  # noqa: PLW1509
-            capture_output=True,
-        )
+            [sys.executable, "-I", "-"], input=_prelude(True, 256, 5.0), capture_output=True,
+            text=True, timeout=30,
+        )  # fmt: skip
         _NAMESPACES = probe.returncode == 0
     return _NAMESPACES
 
@@ -69,18 +82,7 @@ _NAMESPACES: bool | None = None
 def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256) -> SandboxResult:
     """Run ``code`` in a sandboxed ``python -I``; its output and how it ended."""
     isolated = namespaces_work()
-
-    def limit() -> None:  # in the child, between fork and exec
-        os.setsid()  # its own process group: a timeout kills whatever it started too
-        size = memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (size, size))
-        cpu = int(timeout_s) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))  # files it writes: 1 MiB
-        if isolated and not _enter_network_namespace():
-            os._exit(3)
-
-    source = code if isolated else _NO_SOCKETS + code
+    source = _prelude(isolated, memory_mb, timeout_s) + ("" if isolated else _NO_SOCKETS) + code
     with tempfile.TemporaryDirectory(prefix="rayrlhf-tool-") as folder:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-"],
@@ -89,7 +91,7 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256) -> Sandb
             stderr=subprocess.PIPE,
             cwd=folder,
             env={"PATH": "/usr/bin:/bin", "HOME": folder},
-            preexec_fn=limit,  # noqa: PLW1509 - the limits must apply before the code runs
+            start_new_session=True,  # its own process group: a timeout kills what it started too
             text=True,
         )
         try:

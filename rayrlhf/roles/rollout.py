@@ -118,8 +118,16 @@ class RolloutWorker:
                 )
             self.load_weights(ray.get(weights[0]), version)
         self.engine.wake()
-        tok, c = self.tokenizer, self.cfg
         envs = self._environments(chunk, env_worker)
+        try:
+            return self._sample(chunk, envs, start)
+        finally:
+            if envs is not None:  # the episodes are over, or the chunk failed: free them
+                envs.close()
+
+    def _sample(self, chunk: PromptChunk, envs: EnvBatch | None, start: float) -> Rollout:
+        """The chunk's rollout: one turn per row, or one episode per row of ``envs``."""
+        tok, c = self.tokenizer, self.cfg
         firsts = chunk.prompts if envs is None else envs.firsts
         ids = [
             fit_prompt(tok, p, c.template, c.plain_template, c.max_prompt_tokens) for p in firsts
@@ -140,10 +148,7 @@ class RolloutWorker:
             mask = attention = response_mask_from_ids(response_ids, tok.eos_token_id)
         else:
             limits = (c.max_turns, c.max_new_tokens, c.response_budget)
-            try:
-                episodes = run_episodes(self.engine, tok, envs, ids, chunk_seed, row_seeds, limits)
-            finally:
-                envs.close()
+            episodes = run_episodes(self.engine, tok, envs, ids, chunk_seed, row_seeds, limits)
             response_ids, logprobs = episodes.response_ids, episodes.logprobs
             mask, attention = episodes.response_mask, episodes.response_attention
         responses = tok.batch_decode(
@@ -174,8 +179,13 @@ class RolloutWorker:
         rows = [{"prompt": p, **(r or {})} for p, r in zip(
             chunk.prompts, chunk.rows or [None] * len(chunk.prompts), strict=True)]  # fmt: skip
         if env_worker is not None:
-            key = chunk.sample_ids[0]
-            return RemoteEnvs(env_worker, key, rows, list(chunk.sample_ids), self.env_timeout_s)
+            sids = list(chunk.sample_ids)
+            return RemoteEnvs(env_worker, sids[0], rows, sids, self.env_timeout_s)
         if self.env_cls is None:
+            if self.cfg.environment is not None:  # never a silent single-turn chunk
+                raise ValueError(
+                    f"chunk {chunk.sample_ids[0]!r}: rollout.environment runs on environment "
+                    "workers (env_workers.num_workers > 0), and this call named none"
+                )
             return None
         return LocalEnvs(self.env_cls, rows, list(chunk.sample_ids))

@@ -127,8 +127,8 @@ def test_dead_and_hung_workers_cost_nothing(survival, clean_one):
         groups.append(trainer.groups["environment"])
         on_dispatch(trainer, actions)
 
-    env_worker = "env_workers.num_workers=1"
-    overrides = survival[1]("kills", *ONE_RANK, env_worker, "timeouts.rollout_s=10")
+    env_worker = ("env_workers.num_workers=1", "env_workers.call_timeout_s=8")
+    overrides = survival[1]("kills", *ONE_RANK, *env_worker, "timeouts.rollout_s=10")
     run = _train(overrides, patch=patch)
     _assert_same_run(run, clean_one)
     last = run["rows"][-1]

@@ -172,9 +172,9 @@ def test_the_loss_never_trains_on_observation_tokens(episode, tiny_model, prompt
 class _OnWorker:
     """:class:`RemoteEnvs` without Ray: the chunk's episodes on a plain EnvironmentWorker."""
 
-    def __init__(self, worker, key, rows, sample_ids, timeout_s):
-        self.worker, self.key = worker, key
-        self.firsts, self.stop = worker.reset(key, rows, sample_ids)
+    def __init__(self, worker, chunk_id, rows, sample_ids, timeout_s):
+        self.worker, self.key = worker, (chunk_id, "this attempt")
+        self.firsts, self.stop = worker.reset(self.key, rows, sample_ids)
 
     def step(self, indices, texts, ids):
         return self.worker.step(self.key, indices, texts, ids)
@@ -205,14 +205,20 @@ def test_an_environment_worker_gives_the_same_episodes(tiny_model, prompts_file,
     here = RolloutWorker(config).generate(CHUNK)
     monkeypatch.setattr("rayrlhf.roles.rollout.RemoteEnvs", _OnWorker)
     worker = EnvironmentWorker(config.rollout.environment, threads=4)
-    worker.reset(CHUNK.sample_ids[0], [{"prompt": "stale"}], ["9-9"])  # an earlier attempt's
+    earlier = (CHUNK.sample_ids[0], "a dead worker's attempt")
+    worker.reset(earlier, [{"prompt": "stale"}], ["9-9"])
     there = RolloutWorker(config, worker_index=1).generate(CHUNK, env_worker=worker)
+    with pytest.raises(KeyError, match="no episodes held"):  # its late calls find nothing
+        worker.step(earlier, [0], ["good"], [[1]])
     calls = here.episode_stats["tool_calls"]
     assert (calls > 0).sum() > 1, "too few calls to tell episodes apart"
     assert torch.allclose(here.env_rewards, calls * (0.25 + torch.arange(len(calls)) / 100))
     for name in ("response_ids", "response_mask", "logprobs", "env_rewards"):
         assert torch.equal(getattr(here, name), getattr(there, name)), name
     assert worker.live_chunks() == 0
+    on_workers = step_config(tiny_model, prompts_file, *env, "env_workers.num_workers=1")
+    with pytest.raises(ValueError, match="runs on environment workers"):
+        RolloutWorker(on_workers).generate(CHUNK)  # never silently single-turn
 
 
 def test_the_python_tool_runs_each_call_in_the_sandbox():

@@ -189,3 +189,6 @@ def test_an_environment_that_cannot_work_is_refused_before_ray(tiny_model, promp
         check_before_start(bad, online=True)
     with pytest.raises(ConfigError, match="env_workers.num_workers > 0 needs rollout.environment"):
         _config(tiny_model, prompts_file, "env_workers.num_workers=2")
+    env = ("rollout.environment=rayrlhf.envs.words:WordToolEnv", "env_workers.num_workers=1")
+    with pytest.raises(ConfigError, match=r"call_timeout_s \(600\) must be below timeouts"):
+        _config(tiny_model, prompts_file, *env, "timeouts.rollout_s=600")
