@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,19 @@ from rayrlhf.loops.pipeline import eval_prompts, run_dir_of
 
 def _cell(metrics: dict[str, Any]) -> str:
     return f"{metrics['reward/correct']:.3f} ± {metrics['reward/correct_stderr']:.3f}"
+
+
+def episodes_to_show(pairs: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
+    """``n`` held-out episodes, before and after GRPO: first those GRPO turned from a wrong
+    answer into a right one (in held-out order), then any others."""
+    fixed = [p for p in pairs if p.get("reward/correct") == [0.0, 1.0]]
+    return (fixed + [p for p in pairs if p not in fixed])[:n]
+
+
+def shown(response: str) -> str:
+    """An episode's text with the calculator's answers (observations, never trained on) marked
+    ``⟦ … ⟧``: what the policy wrote is everything else."""
+    return re.sub(r"(</calc>)( = [^\n]*)", r"\1⟦\2⟧", response)
 
 
 def direct_config(config: Any, run_dir: Path, direct_prompts: str) -> Any:
@@ -55,13 +69,14 @@ def report(config_path: str, overrides: list[str]) -> dict[str, Any]:
         *(f"| {name} | {_cell(cells['sft'])} | {_cell(cells['grpo'])} |"
           for name, cells in table.items()),
     ]  # fmt: skip
-    examples = with_tool.get("examples", [])[:3]
+    examples = episodes_to_show(with_tool.get("pairs") or with_tool.get("examples", []))
     out = {
         "table": {k: {s: m.get("reward/correct") for s, m in v.items()} for k, v in table.items()},
         "stderr": {
             k: {s: m.get("reward/correct_stderr") for s, m in v.items()} for k, v in table.items()
         },
         "markdown": "\n".join(lines),
+        "gain": with_tool["gain"],
         "examples": examples,
     }
     (run_dir / "tool_table.json").write_text(json.dumps(out, indent=1))
@@ -76,8 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = report(args.config, args.overrides)
     print(out["markdown"])
+    gain = out["gain"]
+    print(
+        f"paired gain in reward {gain['mean']:+.3f} ± {gain['stderr']:.3f}: "
+        f"{gain['improved']:.0%} of the problems improved, {gain.get('worsened', 0):.0%} worsened"
+    )
+    print("\nEpisodes (the calculator's answers in ⟦ ⟧):")
     for ex in out["examples"]:
-        print(f"\n--- {ex['prompt'][:80]}\nafter GRPO ({ex['after_reward']:+.2f}): {ex['after']}")
+        print(f"\n--- {ex['prompt']}")
+        print(f"after SFT  ({ex['before_reward']:+.2f}): {shown(ex['before'])}")
+        print(f"after GRPO ({ex['after_reward']:+.2f}): {shown(ex['after'])}")
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ def eval_prompts(config: Config) -> tuple[list[str], list[dict[str, Any]] | None
 
 
 def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
-    """Before/after metrics and paired examples (same prompt, same sampling seed)."""
+    """Before/after metrics, the paired gain, and every held-out prompt's pair of samples (same
+    prompt, same sampling seed; ``examples`` of them printed at the end)."""
     b_samples, a_samples = before.pop("samples_text"), after.pop("samples_text")
     pairs = [
         {
@@ -226,14 +227,22 @@ def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
             "before_reward": b["reward"],
             "after": a["response"],
             "after_reward": a["reward"],
+            # The reward's named parts (a verifier's correct), before and after.
+            **{k: [b[k], a[k]] for k in b if k.startswith("reward/")},
         }
-        for b, a in zip(b_samples[:examples], a_samples[:examples], strict=True)
+        for b, a in zip(b_samples, a_samples, strict=True)
     ]
     # Same prompts, same seeds: the per-prompt difference has far less noise than either mean.
     diffs = [a["reward"] - b["reward"] for b, a in zip(b_samples, a_samples, strict=True)]
     mean, _, stderr = mean_std_stderr(diffs)
-    gain = {"mean": mean, "stderr": stderr, "improved": sum(d > 0 for d in diffs) / len(diffs)}
-    return {"before": before, "after": after, "gain": gain, "examples": pairs}
+    gain = {
+        "mean": mean,
+        "stderr": stderr,
+        "improved": sum(d > 0 for d in diffs) / len(diffs),
+        "worsened": sum(d < 0 for d in diffs) / len(diffs),
+    }
+    record = {"before": before, "after": after, "gain": gain, "examples": pairs[:examples]}
+    return {**record, "pairs": pairs}
 
 
 def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:

@@ -96,6 +96,7 @@ def test_pipeline_runs_every_stage_then_skips_them(ray_local, tiny_model, data, 
     assert first_sft_row["data/rows"] == 48 and first_sft_row["data/skipped"] == 0
     evals = json.loads((run / "ppo" / "eval.json").read_text())
     assert evals["before"]["samples"] == 16 and len(evals["examples"]) == 3
+    assert len(evals["pairs"]) == 16 and evals["pairs"][:3] == evals["examples"]
     assert evals["before"]["policy_version"] == 0 and evals["after"]["policy_version"] == 2
 
     stamps = {p: p.stat().st_mtime_ns for p in run.glob("*/model/*.safetensors")}

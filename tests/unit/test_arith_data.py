@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from rayrlhf.demo.arith_data import SFT_KINDS, TEMPLATES, problems, write
+from rayrlhf.demo.arith_report import episodes_to_show, shown
 from rayrlhf.envs.calculator import CalculatorEnv
 from rayrlhf.envs.tools import calculate
 from rayrlhf.rewards.verifiers import numeric_answer
@@ -40,3 +41,11 @@ def test_the_written_files(tmp_path):
         assert row["prompt"] == env.reset({"prompt": question}, "x")
         answer = row["response"].rsplit("Answer: ", 1)[1]
         assert numeric_answer([], [row["response"]], [{"answer": answer}])["correct"] == [1.0]
+
+
+def test_the_report_shows_fixed_episodes_first_with_the_tools_answers_marked():
+    pairs = [{"id": i, "reward/correct": c} for i, c in
+             enumerate([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])]  # fmt: skip
+    assert [p["id"] for p in episodes_to_show(pairs)] == [1, 3, 0]
+    text = "<calc>47*86</calc> = 4042\nAnswer: 4042"
+    assert shown(text) == "<calc>47*86</calc>⟦ = 4042⟧\nAnswer: 4042"
