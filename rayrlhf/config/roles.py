@@ -98,7 +98,9 @@ class RewardConfig(_Section):
     component_weights: dict[str, float] = Field(
         default_factory=dict,
         description="A function returning named components ({name: scores}): the reward is "
-        "their sum with these weights (1 for a name not listed); each is logged as reward/NAME.",
+        "their sum with these weights (1 for a name not listed); each is logged as reward/NAME. "
+        "Multi-turn episodes add env (weight 1) and tool_call (1 when the episode called a tool "
+        "without error; weight 0 unless listed, e.g. {tool_call: 0.1} as a format reward).",
     )
     timeout_s: float = Field(60.0, gt=0.0, description="Deadline of one HTTP request.")
     retries: int = Field(3, ge=0, description="HTTP retries of a failed batch, with backoff.")

@@ -18,6 +18,10 @@ __all__ = ["RewardError", "RewardWorker", "import_function", "takes_rows", "vali
 
 # Metric names the reward already has: reward/mean, reward/std (reward/NAME per component).
 RESERVED_COMPONENTS = frozenset({"mean", "std", "stderr"})
+# Components whose weight is not 1 unless reward.component_weights names them: ``tool_call``
+# (did the episode use its tool, every call without error) is logged on every multi-turn run
+# and becomes a format reward only when given a weight.
+DEFAULT_WEIGHTS = {"tool_call": 0.0}
 ScoreFn = Callable[[list[str], list[str]], Sequence[float]]
 
 
@@ -92,8 +96,13 @@ class RewardWorker:
         else:
             rewards = validate_scores(raw, ids, self.source)
         if rollout.env_rewards is not None:  # a multi-turn environment's own contributions
-            components = {**(components or {"score": rewards}), "env": rollout.env_rewards}
+            stats = rollout.episode_stats
+            components = {
+                **(components or {"score": rewards}),
+                "env": rollout.env_rewards,
+                "tool_call": ((stats["tool_calls"] > 0) & (stats["tool_errors"] == 0)).float(),
+            }
         if components:
-            weights = self.cfg.component_weights
+            weights = {**DEFAULT_WEIGHTS, **self.cfg.component_weights}
             rewards = sum(weights.get(k, 1.0) * v for k, v in components.items())
         return Scores(list(ids), rewards, time.perf_counter() - start, components)

@@ -95,6 +95,12 @@ def test_the_reward_holds_the_environments_part(episode):
     scores = RewardWorker(config.reward).score(r)
     assert torch.equal(scores.components["env"], r.env_rewards)
     assert torch.allclose(scores.rewards, scores.components["score"] + r.env_rewards)
+    # Did it use its tool (and every call work)? Logged always, a reward only when weighted.
+    called = (r.episode_stats["tool_calls"] > 0) & (r.episode_stats["tool_errors"] == 0)
+    assert torch.equal(scores.components["tool_call"], called.float()) and 0 < called.sum() < 6
+    weighted = config.reward.model_copy(update={"component_weights": {"tool_call": 0.5}})
+    rewards = RewardWorker(weighted).score(r).rewards
+    assert torch.allclose(rewards, scores.rewards + 0.5 * called.float())
 
 
 class _Scripted:
