@@ -231,12 +231,12 @@ def role_group(
 ENV_CONCURRENCY = 64
 
 
-def env_group(config: Config) -> RoleGroup | None:
-    """The environment workers (``env_workers``), started; None when the rollout workers run
-    the environments themselves."""
+def env_groups(config: Config) -> dict[str, RoleGroup]:
+    """``{"environment": the environment workers}``, started, to join a ChunkRunner's groups;
+    empty when the rollout workers run the environments themselves (``env_workers``)."""
     e = config.env_workers
     if not e.num_workers:
-        return None
+        return {}
     spec, threads = config.rollout.environment, e.threads
     group = RoleGroup(
         EnvironmentWorker,
@@ -247,7 +247,7 @@ def env_group(config: Config) -> RoleGroup | None:
         concurrency=ENV_CONCURRENCY,
     )
     group.add(e.num_workers)
-    return group
+    return {"environment": group}
 
 
 def agreed(results: list[dict], keys: tuple[str, ...] | None = None) -> dict:

@@ -160,8 +160,9 @@ class ChunkRunner:
                     waiting[i] = k
                     break
                 except Exception as err:
-                    if isinstance(root_cause(err), EnvironmentLost) and self.envs is not None:
-                        failed[i] = ("environment", root_cause(err))  # not the rollout worker
+                    cause = root_cause(err)
+                    if isinstance(cause, EnvironmentLost) and self.envs is not None:
+                        failed[i] = ("environment", cause)  # not the rollout worker
                         break
                     if not is_lost(err):
                         raise  # the work itself failed: retrying would fail the same way

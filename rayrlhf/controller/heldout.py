@@ -191,10 +191,8 @@ def evaluate_policies(
             config, RewardWorker, "reward", lambda i: (config.reward, device)
         ),
         "reference": cluster.role_group(config, ReferenceWorker, "reference", lambda i: (config,)),
+        **cluster.env_groups(config),
     }
-    envs = cluster.env_group(config)
-    if envs is not None:
-        groups["environment"] = envs
     c = config
     read = cluster.zero_cpu_task(saved_policy_weights)
 

@@ -11,7 +11,8 @@ Files (``python -m rayrlhf.demo.arith_data --out DIR``):
   seed, no question of the training set);
 - ``sft.jsonl``: tool-use traces for the SFT warm-up, ``{"prompt", "response"}``: the prompt as
   the environment shows it, the response ``<calc>EXPR</calc> = RESULT`` then ``Answer: RESULT``;
-  of every kind (:data:`SFT_KINDS`): the warm-up teaches the tool's form, GRPO its accurate use;
+  of every kind: the warm-up teaches the tool's form, GRPO its accurate use (a warm-up that
+  leaves kinds out gives GRPO groups that fail alike on them: no signal);
 - ``prompts_direct.jsonl``: the held-out problems asking for the answer directly (no tool), for
   the no-tool comparison.
 """
@@ -46,15 +47,9 @@ TEMPLATES: list[tuple[str, str, list[tuple[int, int]]]] = [
 ]  # fmt: skip
 
 
-# The kinds the SFT warm-up's traces show: all six. A warm-up that leaves kinds out gives GRPO
-# groups that fail alike on them (the same wrong operation in every sample), with no signal.
-SFT_KINDS = tuple(range(len(TEMPLATES)))
-
-
-def problem(rng: random.Random, kinds: tuple[int, ...] | None = None) -> dict[str, str]:
-    """One problem of one of ``kinds`` (indices of :data:`TEMPLATES`; default all): ``prompt``
-    (the question), ``answer`` and ``expression``."""
-    question, expression, ranges = TEMPLATES[rng.choice(kinds or range(len(TEMPLATES)))]
+def problem(rng: random.Random) -> dict[str, str]:
+    """One problem: ``prompt`` (the question), ``answer`` and ``expression``."""
+    question, expression, ranges = rng.choice(TEMPLATES)
     values = dict(zip("abc", (rng.randint(lo, hi) for lo, hi in ranges), strict=False))
     if "{p}" in question:  # an equal split: the total is a multiple of the divisor
         values["p"] = values["a"] * values["b"]
@@ -63,14 +58,11 @@ def problem(rng: random.Random, kinds: tuple[int, ...] | None = None) -> dict[st
     return {"prompt": question.format(**values), "answer": calculate(expr), "expression": expr}
 
 
-def problems(
-    n: int, seed: int, avoid: set[str] | None = None, kinds: tuple[int, ...] | None = None
-) -> list[dict[str, str]]:
-    """``n`` distinct problems of ``kinds`` from ``seed``, none of whose questions is in
-    ``avoid``."""
+def problems(n: int, seed: int, avoid: set[str] | None = None) -> list[dict[str, str]]:
+    """``n`` distinct problems from ``seed``, none of whose questions is in ``avoid``."""
     rng, out, seen = random.Random(seed), [], set(avoid or ())
     while len(out) < n:
-        p = problem(rng, kinds)
+        p = problem(rng)
         if p["prompt"] not in seen:
             seen.add(p["prompt"])
             out.append(p)
@@ -91,7 +83,7 @@ def write(out: Path, train: int = 2000, heldout: int = 128, sft: int = 400, seed
     out.mkdir(parents=True, exist_ok=True)
     train_rows = problems(train, seed)
     held_rows = problems(heldout, seed + 1, {p["prompt"] for p in train_rows})
-    sft_rows = problems(sft, seed + 2, {p["prompt"] for p in held_rows}, SFT_KINDS)
+    sft_rows = problems(sft, seed + 2, {p["prompt"] for p in held_rows})
 
     def dump(name: str, rows: list[dict], fields: Callable[[dict], dict]) -> None:
         (out / name).write_text("".join(json.dumps(fields(r)) + "\n" for r in rows))

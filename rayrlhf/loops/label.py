@@ -97,10 +97,7 @@ def response_pairs(config: Config, prompts: list[str]) -> list[tuple[str, str, s
 
     cluster.ensure_ray(config)
     rollout = cluster.role_group(config, RolloutWorker, "rollout", lambda i: (config, i))
-    groups = {"rollout": rollout}
-    envs = cluster.env_group(config)
-    if envs is not None:
-        groups["environment"] = envs
+    groups = {"rollout": rollout, **cluster.env_groups(config)}
     try:
         runner = ChunkRunner(
             groups,

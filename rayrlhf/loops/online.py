@@ -105,10 +105,8 @@ class OnlineTrainer:
         self.reward = cluster.role_group(
             config, roles.reward, "reward", lambda i: (config.reward, device)
         )
-        self.groups = {"rollout": self.rollout, "reward": self.reward}
-        envs = cluster.env_group(config)  # None: the rollout workers run the environments
-        if envs is not None:
-            self.groups["environment"] = envs
+        # Environment workers, if any (else the rollout workers run the environments).
+        self.groups = {"rollout": self.rollout, "reward": self.reward, **cluster.env_groups(config)}
         # With a KL coefficient of 0 nothing reads reference log-probs; with reference.mode
         # learner the learners compute them (LoRA adapters disabled) and get refs of None.
         if config.reference_workers:

@@ -162,9 +162,7 @@ def run_online_stage(config: Config, stage_dir: Path) -> dict[str, Any]:
         "train/kl_last": last.get("kl/mean"),
     }
     if before is not None and after is not None:
-        evals = eval_record(before, after, config.eval.examples)
-        (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
-        summary["eval"] = evals
+        summary["eval"] = write_eval(stage_dir, eval_record(before, after, config.eval.examples))
     return summary
 
 
@@ -183,9 +181,7 @@ def run_offline_stage(config: Config, stage: str, stage_dir: Path) -> dict[str, 
     prompts, rows = eval_prompts(config)
     if prompts:
         before, after = evaluate_policies(config, [str(stage_dir / "model")], prompts, rows)
-        evals = eval_record(before, after, config.eval.examples)
-        (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
-        summary["eval"] = evals
+        summary["eval"] = write_eval(stage_dir, eval_record(before, after, config.eval.examples))
     return summary
 
 
@@ -243,6 +239,13 @@ def eval_record(before: dict, after: dict, examples: int) -> dict[str, Any]:
     }
     record = {"before": before, "after": after, "gain": gain, "examples": pairs[:examples]}
     return {**record, "pairs": pairs}
+
+
+def write_eval(stage_dir: Path, evals: dict[str, Any]) -> dict[str, Any]:
+    """Write a stage's held-out record to ``eval.json``; the part its summary keeps (every
+    held-out pair stays in ``eval.json`` alone, not again in ``done.json``)."""
+    (stage_dir / "eval.json").write_text(json.dumps(evals, indent=1))
+    return {k: v for k, v in evals.items() if k != "pairs"}
 
 
 def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:

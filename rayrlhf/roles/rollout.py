@@ -176,16 +176,16 @@ class RolloutWorker:
     def _environments(self, chunk: PromptChunk, env_worker: Any) -> EnvBatch | None:
         """The chunk's environments, one per row, reset on its prompt row and sample id: on
         ``env_worker`` when given, else here (None: single-turn, no environment)."""
-        rows = [{"prompt": p, **(r or {})} for p, r in zip(
-            chunk.prompts, chunk.rows or [None] * len(chunk.prompts), strict=True)]  # fmt: skip
-        if env_worker is not None:
-            sids = list(chunk.sample_ids)
-            return RemoteEnvs(env_worker, sids[0], rows, sids, self.env_timeout_s)
-        if self.env_cls is None:
+        if env_worker is None and self.env_cls is None:
             if self.cfg.environment is not None:  # never a silent single-turn chunk
                 raise ValueError(
                     f"chunk {chunk.sample_ids[0]!r}: rollout.environment runs on environment "
                     "workers (env_workers.num_workers > 0), and this call named none"
                 )
             return None
-        return LocalEnvs(self.env_cls, rows, list(chunk.sample_ids))
+        sids = list(chunk.sample_ids)
+        rows = [{"prompt": p, **(r or {})} for p, r in zip(
+            chunk.prompts, chunk.rows or [None] * len(sids), strict=True)]  # fmt: skip
+        if env_worker is not None:
+            return RemoteEnvs(env_worker, sids[0], rows, sids, self.env_timeout_s)
+        return LocalEnvs(self.env_cls, rows, sids)

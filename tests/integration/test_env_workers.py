@@ -23,7 +23,7 @@ def test_an_environment_worker_runs_the_python_tool_and_its_death_is_one_error(
     ray_local, make_config
 ):
     config = make_config(PYTHON, "env_workers.num_workers=1", "env_workers.num_cpus=2")
-    group = cluster.env_group(config)
+    group = cluster.env_groups(config)["environment"]
     try:
         [actor] = group.actors
         rows = [{"prompt": "What is 2**10?"}, {"prompt": "What is 3**4?"}]
