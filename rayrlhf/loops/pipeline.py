@@ -266,7 +266,8 @@ def run_pipeline(config: Config) -> dict[str, dict[str, Any]]:
             shutil.rmtree(run_dir / stage, ignore_errors=True)
     done = {stage: finished(run_dir / stage, prints[stage], parts[stage]) for stage in stages}
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    if any(record is None for record in done.values()):  # a finished run stays as it was
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     summaries: dict[str, dict[str, Any]] = {}
     upstream_ran = False
     for stage in stages:

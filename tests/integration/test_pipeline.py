@@ -102,7 +102,9 @@ def test_pipeline_runs_every_stage_then_skips_them(ray_local, tiny_model, data, 
     stamps = {p: p.stat().st_mtime_ns for p in run.glob("*/model/*.safetensors")}
     capsys.readouterr()
     # How a run survives failures is not what it computes: finished stages stay finished.
+    as_run = (run / "config.yaml").read_text()
     again = run_pipeline(_config(tiny_model, data, tmp_path, "run.checkpoint_every=1"))
+    assert (run / "config.yaml").read_text() == as_run  # a finished run stays as it was
     out = capsys.readouterr().out
     for stage in ("sft", "reward_model", "ppo"):
         assert f"[pipeline] {stage}: finished earlier" in out
